@@ -1,0 +1,1 @@
+"""The streaming services: thin Kafka loops around the stage functions in `shared`."""

@@ -1,0 +1,222 @@
+"""Decode any audio ffmpeg knows into mono float32 and cut it into sample-accurate chunks.
+
+Decoding streams through an ffmpeg pipe in bounded blocks, so memory does not grow with
+the song's length. The mixdown is the float32 mean of the channels, (L+R)/2, the same
+formula sonic-annotator uses, so features match the reference host.
+
+Chunk policy: chunks are exactly `spec.chunk_samples` long and start at multiples of
+it. A final partial chunk of at least `min_chunk_seconds` is kept and zero-padded at
+its END to the full length (its `n_samples` says how much is real audio); a shorter
+tail is dropped. A song shorter than `min_chunk_seconds` is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from shared.featurespec import DEFAULT_SPEC, FeatureSpec
+
+logger = logging.getLogger(__name__)
+
+READ_BLOCK_FRAMES = 65536
+
+
+class DecodeError(Exception):
+    """The file cannot be turned into audio; the message says why, for the verdict."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    channels: int
+    duration: float | None
+    codec: str
+
+
+@dataclass(frozen=True)
+class SongChunk:
+    index: int
+    pcm: np.ndarray  # float32, exactly spec.chunk_samples long
+    n_samples: int  # real (unpadded) samples in pcm
+    last: bool
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise DecodeError(f"{name} is not installed; install ffmpeg (e.g. apt-get install ffmpeg)")
+    return path
+
+
+def probe(path: str | Path, timeout_s: float = 30.0) -> AudioInfo:
+    """Read the first audio stream's parameters with ffprobe."""
+    p = Path(path)
+    if not p.is_file():
+        raise DecodeError(f"no such file: {p}")
+    if p.stat().st_size == 0:
+        raise DecodeError("the file is empty")
+    cmd = [
+        _tool("ffprobe"), "-v", "error", "-select_streams", "a:0",
+        "-show_entries", "stream=sample_rate,channels,codec_name,duration:format=duration",
+        "-of", "json", "--", str(p),
+    ]
+    try:
+        res = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise DecodeError(f"ffprobe took longer than {timeout_s:g} s") from None
+    try:
+        info = json.loads(res.stdout or b"{}")
+    except json.JSONDecodeError:
+        info = {}
+    streams = info.get("streams") or []
+    if res.returncode != 0 or not streams:
+        detail = res.stderr.decode("utf-8", "replace").strip().splitlines()
+        why = detail[-1] if detail else "no audio stream found"
+        raise DecodeError(f"not a readable audio file ({why})")
+    s = streams[0]
+    try:
+        rate = int(s.get("sample_rate") or 0)
+        channels = int(s.get("channels") or 0)
+    except ValueError:
+        rate = channels = 0
+    if rate <= 0 or channels <= 0:
+        raise DecodeError("the audio stream has no valid sample rate or channel count")
+    dur = s.get("duration") or (info.get("format") or {}).get("duration")
+    try:
+        duration = float(dur) if dur not in (None, "N/A") else None
+    except ValueError:
+        duration = None
+    return AudioInfo(sample_rate=rate, channels=channels, duration=duration, codec=str(s.get("codec_name", "")))
+
+
+def iter_mono_blocks(
+    path: str | Path,
+    sample_rate: int | None = None,
+    *,
+    timeout_s: float = 600.0,
+    max_seconds: float | None = None,
+    block_frames: int = READ_BLOCK_FRAMES,
+) -> Iterator[np.ndarray]:
+    """Yield mono float32 blocks at `sample_rate` (the file's own rate if None).
+
+    Raises DecodeError when ffmpeg fails, exceeds `timeout_s`, or the audio runs past
+    `max_seconds` (a guard against decompression bombs)."""
+    info = probe(path)
+    rate = sample_rate or info.sample_rate
+    ch = info.channels
+    cmd = [_tool("ffmpeg"), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn"]
+    if rate != info.sample_rate:
+        cmd += ["-ar", str(rate)]
+    cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-"]
+    max_frames = None if max_seconds is None else int(max_seconds * rate)
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        timed_out = threading.Event()
+
+        def _kill() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout_s, _kill)
+        timer.daemon = True
+        timer.start()
+        total = 0
+        leftover = b""
+        frame_bytes = 4 * ch
+        try:
+            assert proc.stdout is not None
+            while True:
+                data = proc.stdout.read(block_frames * frame_bytes)
+                if not data:
+                    break
+                data = leftover + data
+                usable = len(data) - len(data) % frame_bytes
+                leftover = data[usable:]
+                if usable == 0:
+                    continue
+                frames = np.frombuffer(data[:usable], dtype=np.float32).reshape(-1, ch)
+                mono = frames[:, 0].copy() if ch == 1 else (frames.sum(axis=1, dtype=np.float32) / np.float32(ch))
+                total += len(mono)
+                if max_frames is not None and total > max_frames:
+                    raise DecodeError(
+                        f"decoded audio is longer than the limit of {max_seconds:g} s "
+                        "(GENRE_MAX_DECODED_SECONDS)"
+                    )
+                yield mono.astype(np.float32, copy=False)
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()  # type: ignore[union-attr]
+            rc = proc.wait()
+        if timed_out.is_set():
+            raise DecodeError(f"decoding took longer than {timeout_s:g} s (GENRE_DECODE_TIMEOUT_S)")
+        if rc != 0:
+            err.seek(0)
+            lines = err.read().decode("utf-8", "replace").strip().splitlines()
+            raise DecodeError(f"ffmpeg could not decode the file: {lines[-1] if lines else f'exit status {rc}'}")
+        if total == 0:
+            raise DecodeError("the file holds no audio samples")
+
+
+def decode_file(
+    path: str | Path, sample_rate: int | None = None, *, timeout_s: float = 600.0, max_seconds: float | None = None
+) -> tuple[np.ndarray, int]:
+    """Whole file as one mono float32 array (for short files and tools; services stream)."""
+    rate = sample_rate or probe(path).sample_rate
+    blocks = list(iter_mono_blocks(path, rate, timeout_s=timeout_s, max_seconds=max_seconds))
+    return np.concatenate(blocks), rate
+
+
+def chunk_song(
+    path: str | Path,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    *,
+    min_chunk_seconds: float = 10.0,
+    timeout_s: float = 600.0,
+    max_seconds: float | None = None,
+) -> Iterator[SongChunk]:
+    """Yield the song's chunks in order; the one marked `last` is known one block early."""
+    size = spec.chunk_samples
+    min_samples = int(min_chunk_seconds * spec.sample_rate)
+    buf = np.empty(size, dtype=np.float32)
+    fill = 0
+    index = 0
+    pending: SongChunk | None = None
+    for block in iter_mono_blocks(path, spec.sample_rate, timeout_s=timeout_s, max_seconds=max_seconds):
+        pos = 0
+        while pos < len(block):
+            take = min(size - fill, len(block) - pos)
+            buf[fill : fill + take] = block[pos : pos + take]
+            fill += take
+            pos += take
+            if fill == size:
+                if pending is not None:
+                    yield pending
+                pending = SongChunk(index=index, pcm=buf.copy(), n_samples=size, last=False)
+                index += 1
+                fill = 0
+    tail: SongChunk | None = None
+    if fill > 0 and fill >= min_samples:
+        padded = np.zeros(size, dtype=np.float32)
+        padded[:fill] = buf[:fill]
+        tail = SongChunk(index=index, pcm=padded, n_samples=fill, last=True)
+    if pending is None and tail is None:
+        raise DecodeError(
+            f"the audio is {fill / spec.sample_rate:.2f} s long, shorter than the minimum of "
+            f"{min_chunk_seconds:g} s (GENRE_MIN_CHUNK_SECONDS)"
+        )
+    if pending is not None:
+        yield SongChunk(pending.index, pending.pcm, pending.n_samples, last=tail is None)
+    if tail is not None:
+        yield tail

@@ -1,0 +1,320 @@
+"""Message schemas, defined once, versioned, validated on decode.
+
+Every message is a msgpack map with `"v"` (schema version) and `"type"`. Decoding uses
+strict msgpack limits (no ext types, bounded sizes) and then checks every field's type;
+anything else raises `SchemaError` with a reason the dead-letter record carries.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import MISSING, asdict, dataclass, field
+from typing import Any, ClassVar, Mapping, TypeVar
+
+import msgpack
+import numpy as np
+
+SCHEMA_VERSION = 1
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""Upper bound of any message; a 30 s float32 chunk at 22,050 Hz is 2.65 MB."""
+
+SONG_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+BLOB_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+ALLOWED_DTYPES = {"float32", "int16"}
+
+
+class SchemaError(ValueError):
+    """A message that does not decode or does not match its schema."""
+
+
+def now() -> float:
+    return time.time()
+
+
+# --- arrays ------------------------------------------------------------------------------
+
+
+def pack_array(a: np.ndarray) -> dict[str, Any]:
+    a = np.ascontiguousarray(a)
+    if str(a.dtype) not in ALLOWED_DTYPES:
+        raise SchemaError(f"dtype {a.dtype} not allowed (use one of {sorted(ALLOWED_DTYPES)})")
+    return {"dtype": str(a.dtype), "shape": list(a.shape), "data": a.tobytes()}
+
+
+def unpack_array(d: Any, name: str) -> np.ndarray:
+    if not isinstance(d, dict) or set(d) != {"dtype", "shape", "data"}:
+        raise SchemaError(f"{name}: expected an array map with dtype, shape, data")
+    dtype, shape, data = d["dtype"], d["shape"], d["data"]
+    if dtype not in ALLOWED_DTYPES:
+        raise SchemaError(f"{name}: dtype {dtype!r} not allowed")
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= 3
+        or not all(isinstance(s, int) and 0 <= s <= 10_000_000 for s in shape)
+    ):
+        raise SchemaError(f"{name}: bad shape {shape!r}")
+    if not isinstance(data, bytes):
+        raise SchemaError(f"{name}: data must be bytes")
+    itemsize = np.dtype(dtype).itemsize
+    if int(np.prod(shape)) * itemsize != len(data):
+        raise SchemaError(f"{name}: {len(data)} bytes do not fill shape {shape} of {dtype}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+# --- messages ----------------------------------------------------------------------------
+
+M = TypeVar("M", bound="Message")
+
+
+@dataclass
+class Message:
+    TYPE: ClassVar[str] = ""
+    ARRAYS: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k not in self.ARRAYS}
+        for k in self.ARRAYS:
+            arrays = getattr(self, k)
+            d[k] = {name: pack_array(a) for name, a in arrays.items()} if isinstance(arrays, dict) else pack_array(arrays)
+        d["v"] = SCHEMA_VERSION
+        d["type"] = self.TYPE
+        return d
+
+    def encode(self) -> bytes:
+        return msgpack.packb(self.to_dict(), use_bin_type=True)
+
+    @classmethod
+    def from_dict(cls: type[M], d: Mapping[str, Any]) -> M:
+        if d.get("v") != SCHEMA_VERSION:
+            raise SchemaError(f"schema version {d.get('v')!r} is not supported (expected {SCHEMA_VERSION})")
+        if d.get("type") != cls.TYPE:
+            raise SchemaError(f"message type {d.get('type')!r} where {cls.TYPE!r} was expected")
+        kwargs: dict[str, Any] = {}
+        for name, f in cls.__dataclass_fields__.items():
+            if name not in d:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    raise SchemaError(f"{cls.TYPE}: missing field {name!r}")
+                continue
+            value = d[name]
+            if name in cls.ARRAYS:
+                if isinstance(value, dict) and "dtype" not in value:
+                    value = {k: unpack_array(a, f"{name}.{k}") for k, a in value.items() if isinstance(k, str)}
+                else:
+                    value = unpack_array(value, name)
+            else:
+                _check_type(cls.TYPE, name, value, f.type)
+            kwargs[name] = value
+        msg = cls(**kwargs)
+        msg.validate()
+        return msg
+
+    def validate(self) -> None:
+        song_id = getattr(self, "song_id", None)
+        if song_id is not None and not SONG_ID_RE.match(song_id):
+            raise SchemaError(f"song_id {song_id!r} is not a valid id")
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "bool": (bool,),
+    "list[float]": (list,),
+    "list[str]": (list,),
+    "dict[str, float]": (dict,),
+    "dict[str, Any]": (dict,),
+}
+
+
+def _check_type(mtype: str, name: str, value: Any, annotation: Any) -> None:
+    ann = str(annotation)
+    allowed = _TYPES.get(ann)
+    if allowed is None:
+        return
+    if isinstance(value, bool) and ann in ("int", "float"):
+        raise SchemaError(f"{mtype}.{name}: expected {ann}, got bool")
+    if not isinstance(value, allowed):
+        raise SchemaError(f"{mtype}.{name}: expected {ann}, got {type(value).__name__}")
+    if ann == "list[float]" and not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        raise SchemaError(f"{mtype}.{name}: expected a list of numbers")
+    if ann == "list[str]" and not all(isinstance(x, str) for x in value):
+        raise SchemaError(f"{mtype}.{name}: expected a list of strings")
+    if ann == "dict[str, float]" and not all(
+        isinstance(k, str) and isinstance(x, (int, float)) and not isinstance(x, bool) for k, x in value.items()
+    ):
+        raise SchemaError(f"{mtype}.{name}: expected a map of names to numbers")
+
+
+@dataclass
+class SongRef(Message):
+    """Ingest: a claim check for a song in the shared blob store.
+
+    Songs can be hundreds of MB; Kafka messages should stay around 1 MiB. The producer
+    stores the file under its SHA-256 in the shared store and sends only this reference,
+    so the broker never carries (or is tuned for) whole songs, and a re-sent song costs
+    one small message. The key is a content hash, never a path: it cannot escape the store.
+    """
+
+    TYPE: ClassVar[str] = "song"
+    song_id: str
+    filename: str
+    blob: str
+    size: int
+    produced_at: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        if not BLOB_KEY_RE.match(self.blob):
+            raise SchemaError(f"blob key {self.blob!r} is not a SHA-256 hex digest")
+        if self.size < 0:
+            raise SchemaError("size must not be negative")
+
+
+@dataclass
+class Chunk(Message):
+    """One 30-second chunk of mono PCM at the spec's rate (float32, <= 2.65 MB).
+
+    `last` marks the song's final message; `error` (non-empty) means the song failed at
+    this point and carries the reason to the verdict."""
+
+    TYPE: ClassVar[str] = "chunk"
+    ARRAYS: ClassVar[tuple[str, ...]] = ("pcm",)
+    song_id: str
+    filename: str
+    index: int
+    last: bool
+    sample_rate: int
+    n_samples: int
+    pcm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    error: str = ""
+    produced_at: float = 0.0
+    chunked_at: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.index < 0:
+            raise SchemaError("chunk index must not be negative")
+        if not self.error and self.pcm.ndim != 1:
+            raise SchemaError(f"pcm must be 1-D, got shape {self.pcm.shape}")
+
+
+@dataclass
+class Features(Message):
+    TYPE: ClassVar[str] = "features"
+    ARRAYS: ClassVar[tuple[str, ...]] = ("arrays",)
+    song_id: str
+    filename: str
+    index: int
+    last: bool
+    spec_id: str
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    error: str = ""
+    produced_at: float = 0.0
+    extract_seconds: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.index < 0:
+            raise SchemaError("chunk index must not be negative")
+        if not self.error:
+            if set(self.arrays) != {"mfcc", "peaks", "valleys"}:
+                raise SchemaError(f"features need mfcc, peaks, valleys; got {sorted(self.arrays)}")
+            for k, a in self.arrays.items():
+                if a.ndim != 2 or a.dtype != np.float32:
+                    raise SchemaError(f"{k}: expected a 2-D float32 array, got {a.dtype} {a.shape}")
+
+
+@dataclass
+class Prediction(Message):
+    TYPE: ClassVar[str] = "prediction"
+    song_id: str
+    filename: str
+    index: int
+    last: bool
+    probabilities: list[float] = field(default_factory=list)
+    genres: list[str] = field(default_factory=list)
+    model_version: str = ""
+    error: str = ""
+    produced_at: float = 0.0
+
+
+@dataclass
+class Verdict(Message):
+    """One per song id; identical on replay (no wall-clock fields enter equality)."""
+
+    TYPE: ClassVar[str] = "verdict"
+    song_id: str
+    filename: str
+    status: str  # "ok" or "error"
+    genre: str = ""
+    confidence: float = 0.0
+    probabilities: dict[str, float] = field(default_factory=dict)
+    votes: list[str] = field(default_factory=list)
+    chunk_count: int = 0
+    model_version: str = ""
+    error: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    produced_at: float = 0.0
+    verdict_at: float = 0.0
+
+    def identity(self) -> tuple[Any, ...]:
+        """The fields that must agree between a verdict and its replay."""
+        return (
+            self.song_id,
+            self.status,
+            self.genre,
+            round(self.confidence, 6),
+            tuple(sorted((k, round(v, 5)) for k, v in self.probabilities.items())),
+            tuple(self.votes),
+            self.chunk_count,
+            self.model_version,
+            self.error,
+        )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.status not in ("ok", "error"):
+            raise SchemaError(f"verdict status {self.status!r} must be 'ok' or 'error'")
+
+
+@dataclass
+class DeadLetter(Message):
+    TYPE: ClassVar[str] = "deadletter"
+    service: str
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    key: str = ""
+    payload_head: bytes = b""
+    at: float = 0.0
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls for cls in (SongRef, Chunk, Features, Prediction, Verdict, DeadLetter)
+}
+
+
+def decode(raw: bytes | None, expected: type[M]) -> M:
+    """Decode and validate one message; every failure is a SchemaError with a reason."""
+    if raw is None:
+        raise SchemaError("empty message (tombstone)")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise SchemaError(f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        d = msgpack.unpackb(
+            raw,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=MAX_MESSAGE_BYTES,
+            max_str_len=1 << 20,
+            max_array_len=1 << 16,
+            max_map_len=1 << 10,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise SchemaError(f"not a msgpack message: {type(exc).__name__}: {exc}") from None
+    if not isinstance(d, dict):
+        raise SchemaError(f"expected a msgpack map, got {type(d).__name__}")
+    return expected.from_dict(d)
