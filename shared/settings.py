@@ -71,6 +71,8 @@ class Settings:
     batch_max_size: int = field(default=64, metadata={"env": "GENRE_BATCH_MAX_SIZE"})
     batch_max_wait_ms: float = field(default=50.0, metadata={"env": "GENRE_BATCH_MAX_WAIT_MS"})
     poll_timeout_ms: int = field(default=500, metadata={"env": "GENRE_POLL_TIMEOUT_MS"})
+    session_timeout_ms: int = field(default=10_000, metadata={"env": "GENRE_SESSION_TIMEOUT_MS"})
+    """How soon a dead consumer's partitions move to a live one (heartbeats every third of it)."""
     log_level: str = field(default="INFO", metadata={"env": "GENRE_LOG_LEVEL"})
 
     @classmethod

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.audio",
     "tests.fixtures.broker",
     "tests.fixtures.models",
+    "tests.fixtures.services",
 ]

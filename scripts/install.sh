@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install everything genre needs on a Debian/Ubuntu machine, idempotently:
+#   system packages (ffmpeg, Java for the local Kafka broker, Maven), a virtualenv in .venv
+#   with the package and its dependencies. `--test` adds what the test suite needs
+#   (fluidsynth, Prometheus, sonic-annotator's runtime libraries, manifest validators).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WITH_TEST=0
+[ "${1:-}" = "--test" ] && WITH_TEST=1
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+PKGS=(ffmpeg default-jre-headless maven python3-venv)
+if [ "$WITH_TEST" = 1 ]; then
+  PKGS+=(fluidsynth fluid-soundfont-gm prometheus flac
+         libqt5core5a libqt5network5 libqt5xml5 libsndfile1 libsamplerate0 libsord-0-0 libserd-0-0
+         liblrdf0 liboggz2 libfishsound1 libmad0 libid3tag0 libopusfile0)
+fi
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# A JDK from another source (e.g. /usr/lib/jvm/temurin) also serves the broker.
+if command -v java >/dev/null 2>&1; then missing=("${missing[@]/default-jre-headless}"); fi
+if command -v mvn >/dev/null 2>&1; then missing=("${missing[@]/maven}"); fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install.sh: apt-get install ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+if [ "$WITH_TEST" = 1 ]; then
+  .venv/bin/pip install -q -e ".[test]"
+else
+  .venv/bin/pip install -q -e .
+fi
+echo "install.sh: ready (.venv/bin/genre)" >&2

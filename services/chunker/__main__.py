@@ -1,0 +1,68 @@
+"""python -m services.chunker: decode each ingested song and publish its chunks."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Iterator
+
+from shared import kafka_io
+from shared.audio import DecodeError, chunk_song
+from shared.blobstore import BlobNotFound, BlobStore
+from shared.featurespec import DEFAULT_SPEC, FeatureSpec
+from shared.metrics import ServiceMetrics
+from shared.schemas import Chunk, SongRef, now
+from shared.service import Output, StreamService, configure_logging
+from shared.settings import Settings
+
+logger = logging.getLogger("services.chunker")
+SERVICE = "chunker"
+
+
+def song_chunks(ref: SongRef, settings: Settings, store: BlobStore, spec: FeatureSpec,
+                metrics: ServiceMetrics) -> Iterator[Output]:
+    """Every chunk of one song, then (on failure) one error chunk that ends the song."""
+    index = 0
+
+    def out(chunk: Chunk) -> Output:
+        return Output(settings.topic_chunks, ref.song_id, chunk)
+
+    try:
+        path = store.open_path(ref.blob)
+        for c in chunk_song(path, spec, min_chunk_seconds=settings.min_chunk_seconds,
+                            timeout_s=settings.decode_timeout_s, max_seconds=settings.max_decoded_seconds):
+            index = c.index + 1
+            metrics.song_seconds.labels(SERVICE).inc(c.n_samples / spec.sample_rate)
+            yield out(Chunk(song_id=ref.song_id, filename=ref.filename, index=c.index, last=c.last,
+                            sample_rate=spec.sample_rate, n_samples=c.n_samples, pcm=c.pcm,
+                            produced_at=ref.produced_at, chunked_at=now()))
+    except (DecodeError, BlobNotFound) as exc:
+        metrics.errors.labels(SERVICE, "decode").inc()
+        logger.info("song %s (%s): %s", ref.song_id, ref.filename, exc)
+        yield out(Chunk(song_id=ref.song_id, filename=ref.filename, index=index, last=True,
+                        sample_rate=spec.sample_rate, n_samples=0, error=str(exc),
+                        produced_at=ref.produced_at, chunked_at=now()))
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    configure_logging(settings)
+    metrics = ServiceMetrics(SERVICE)
+    metrics.serve(settings.metrics_port)
+    store = BlobStore(settings.blob_dir)
+    service = StreamService(
+        SERVICE, settings, settings.group_chunker, settings.topic_songs, SongRef,
+        lambda ref: song_chunks(ref, settings, store, DEFAULT_SPEC, metrics),
+        max_poll_records=1, max_poll_interval_ms=900_000, metrics=metrics,
+    )
+    service.stop.install()
+    try:
+        service.run_forever()
+    except kafka_io.AuthenticationFailed as exc:
+        logger.error("%s", exc)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Classifier: feature messages in; per-chunk predictions and one verdict per song out."""

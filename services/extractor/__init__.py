@@ -1,0 +1,1 @@
+"""Extractor: chunk messages in, feature messages (MFCC + spectral contrast) out."""

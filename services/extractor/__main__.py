@@ -1,0 +1,74 @@
+"""python -m services.extractor: compute each chunk's features with the configured backend."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Callable, Iterator
+
+from threadpoolctl import threadpool_limits
+
+from shared import kafka_io
+from shared.featurespec import DEFAULT_SPEC, ChunkFeatures, FeatureSpec
+from shared.metrics import ServiceMetrics
+from shared.schemas import Chunk, Features
+from shared.service import Output, StreamService, configure_logging
+from shared.settings import Settings
+
+logger = logging.getLogger("services.extractor")
+SERVICE = "extractor"
+
+
+def chunk_features(chunk: Chunk, settings: Settings, spec: FeatureSpec,
+                   extract: Callable[[object, int], ChunkFeatures], metrics: ServiceMetrics) -> Iterator[Output]:
+    """One features message per chunk; a failed chunk passes its error downstream."""
+    error = chunk.error
+    arrays = {}
+    started = time.perf_counter()
+    if not error and chunk.sample_rate != spec.sample_rate:
+        error = f"chunk sample rate {chunk.sample_rate} Hz differs from the feature spec's {spec.sample_rate} Hz"
+    if not error and len(chunk.pcm) != spec.chunk_samples:
+        error = f"chunk holds {len(chunk.pcm)} samples where the spec needs {spec.chunk_samples}"
+    if not error:
+        try:
+            arrays = extract(chunk.pcm, spec.sample_rate).arrays()
+        except Exception as exc:  # the sonic-annotator backend can fail on a chunk
+            logger.exception("extraction failed for %s#%d", chunk.song_id, chunk.index)
+            error = f"feature extraction failed: {exc}"
+    if error and not chunk.error:
+        metrics.errors.labels(SERVICE, "extract").inc()
+    yield Output(settings.topic_features, chunk.song_id, Features(
+        song_id=chunk.song_id, filename=chunk.filename, index=chunk.index, last=chunk.last,
+        spec_id=spec.id, arrays=arrays, error=error, produced_at=chunk.produced_at,
+        extract_seconds=time.perf_counter() - started,
+    ))
+
+
+def main() -> int:
+    from shared.features import get_extractor
+
+    settings = Settings.from_env()
+    configure_logging(settings)
+    metrics = ServiceMetrics(SERVICE)
+    metrics.serve(settings.metrics_port)
+    extract = get_extractor(settings.extractor_backend)
+    logger.info("extractor backend: %s", settings.extractor_backend)
+    service = StreamService(
+        SERVICE, settings, settings.group_extractor, settings.topic_chunks, Chunk,
+        lambda chunk: chunk_features(chunk, settings, DEFAULT_SPEC, extract, metrics),
+        max_poll_records=4, metrics=metrics,
+    )
+    service.stop.install()
+    # One BLAS/FFT thread per process: scale by processes (replicas), not threads.
+    with threadpool_limits(limits=1):
+        try:
+            service.run_forever()
+        except kafka_io.AuthenticationFailed as exc:
+            logger.error("%s", exc)
+            return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

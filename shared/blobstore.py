@@ -1,0 +1,61 @@
+"""The shared song store behind the claim checks on the ingest topic.
+
+Files are stored under their SHA-256 (`<root>/<2 hex>/<64 hex>`), so a key from a message
+is validated as a digest and can never name a path outside the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from shared.schemas import BLOB_KEY_RE
+
+COPY_BLOCK = 1 << 20
+
+
+class BlobNotFound(FileNotFoundError):
+    pass
+
+
+class BlobStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, key: str) -> Path:
+        if not BLOB_KEY_RE.match(key):
+            raise ValueError(f"{key!r} is not a blob key (a SHA-256 hex digest)")
+        return self.root / key[:2] / key
+
+    def put_file(self, src: str | Path) -> tuple[str, int]:
+        """Copy a file in (atomically, hashing as it goes); returns (key, size)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        h = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as fh:
+                for block in iter(lambda: fh.read(COPY_BLOCK), b""):
+                    h.update(block)
+                    out.write(block)
+                    size += len(block)
+            key = h.hexdigest()
+            dest = self.path_for(key)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists():
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, dest)
+            return key, size
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def open_path(self, key: str) -> Path:
+        path = self.path_for(key)
+        if not path.is_file():
+            raise BlobNotFound(f"song {key[:12]}… is not in the shared store {self.root} (GENRE_BLOB_DIR)")
+        return path

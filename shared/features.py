@@ -1,0 +1,306 @@
+"""The built-in feature extractor: sonic-annotator 1.6 + qm-mfcc + bbc-spectral-contrast in numpy.
+
+Reproduces, frame for frame, what the real host and plugins compute with default
+parameters (see ../shared/golden/README.md, "How the numbers are computed"):
+
+- host: the chain is fed ceil(N/1024)*1024 samples (zero-padded 1024-sample reads), so
+  qm-mfcc (block 2048, step 1024) gives K = ceil(N/1024) frames and bbc-spectral-contrast
+  (block 1024, step 512) gives 2*K frames; frame k is *centred* on sample k*step (it covers
+  [k*step - B/2, k*step + B/2), zeros outside the signal) and is stamped k*step/sr;
+  periodic Hann window (0.5 - 0.5*cos(2*pi*i/B)) in double; unscaled double FFT whose
+  bins 0..B/2 reach the plugin as float32 (re, im) pairs;
+- qm-mfcc: double magnitudes of bins 0..B/2-1 (Nyquist dropped), 40 triangular filters
+  (13 linear edges from 66.6666666 Hz spaced 66.66666666 Hz, then x1.0711703), heights
+  2/(upper-lower), log10(e) if e > 0 else 0, orthonormal DCT-II, c0..c19 as float32;
+- bbc-spectral-contrast: float32 |X| of bins 0..B/2-1, bin i in the first band whose upper
+  edge sr/2^(7-k) is >= (i+1)*sr/B (sizes 8/8/16/32/64/128/256), per band the float32
+  mean of the k smallest (valleys) / k largest (peaks) magnitudes, k = round(0.02*n) for
+  n >= 50 else 1.
+
+The spectra are computed in double precision like the host's KissFFT: a float32 FFT is
+2-3x cheaper but its rounding noise, relative to the loudest bins, swamps the quietest
+bins that the valleys and the quiet MFCC filters are made of (relative errors up to 7e-3
+against the golden files instead of ~3e-7). Frames are processed in blocks that stay in
+cache (about 9-12 ms per 30-s chunk at 22 050 Hz on one core, below the cost of a plain
+scipy.fft double rfft of the same frames); there is no Python loop over frames, only over
+blocks of a few dozen frames. The outputs are bit-identical to the golden csv_digits9 files.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+import scipy.fftpack
+
+from shared.featurespec import ChunkFeatures
+
+Extractor = Callable[[np.ndarray, int], ChunkFeatures]
+
+BACKENDS = ("builtin", "sonic-annotator")
+
+HOST_BLOCK = 1024
+MFCC_BLOCK, MFCC_STEP, N_MFCC, N_FILTERS = 2048, 1024, 20, 40
+CONTRAST_BLOCK, CONTRAST_STEP, N_BANDS = 1024, 512, 7
+CONTRAST_ALPHA = np.float32(0.02)
+
+# MFCC frames per FFT block (twice as many contrast frames): small enough for the double
+# spectra of a block to stay in cache. Magnitudes of _POST_FRAMES frames are then reduced
+# together (filterbank, log, DCT, band statistics), to amortise the numpy calls.
+_FFT_FRAMES = 32
+_POST_FRAMES = 128
+_FILTER_GROUP = 10
+
+
+def periodic_hann(n: int) -> np.ndarray:
+    """The Vamp host's Hann window: 0.5 - 0.5*cos(2*pi*i/n), i = 0..n-1 (periodic), double."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+def mfcc_filterbank(sample_rate: float, block: int = MFCC_BLOCK) -> np.ndarray:
+    """qm-dsp MFCC's filter weights, shape (40, block // 2), double, as MFCC.cpp builds them."""
+    fs = float(int(np.rint(np.float32(sample_rate))))  # lrintf(inputSampleRate)
+    freqs = np.empty(N_FILTERS + 2)
+    for i in range(13):
+        freqs[i] = 66.6666666 + float(i) * 66.66666666
+    for i in range(13, N_FILTERS + 2):
+        freqs[i] = freqs[12] * math.pow(1.0711703, float(i - 12))
+    lower = freqs[:N_FILTERS, None]
+    centre = freqs[1 : N_FILTERS + 1, None]
+    upper = freqs[2:, None]
+    height = 2.0 / (upper - lower)
+    fb = (np.arange(block, dtype=np.float64) / float(block) * fs)[None, : block // 2]
+    rising = np.where((fb > lower) & (fb <= centre), height * (fb - lower) / (centre - lower), 0.0)
+    falling = np.where((fb > centre) & (fb < upper), height * (upper - fb) / (upper - centre), 0.0)
+    return rising + falling
+
+
+def mfcc_dct(n_ceps: int = N_MFCC, n_filters: int = N_FILTERS) -> np.ndarray:
+    """qm-dsp's DCT matrix (n_ceps, n_filters): the orthonormal DCT-II, c0 included."""
+    i = np.arange(n_ceps, dtype=np.float64)[:, None]
+    j = np.arange(n_filters, dtype=np.float64)[None, :]
+    d = (1.0 / math.sqrt(n_filters / 2.0)) * np.cos(i * (j + 0.5) / float(n_filters) * math.pi)
+    d[0] *= math.sqrt(2.0) / 2.0
+    return d
+
+
+def contrast_bands(sample_rate: float, block: int = CONTRAST_BLOCK, n_bands: int = N_BANDS) -> list[tuple[int, int, int]]:
+    """(first bin, end bin, k) per band, with the plugin's float32 band assignment and k rule."""
+    sr = np.float32(sample_rate)
+    high = [np.float32(sr / np.float32(2.0) ** np.float32(n_bands - k)) for k in range(n_bands)]
+    band_of = np.empty(block // 2, dtype=np.int64)
+    band = 0
+    for i in range(block // 2):
+        freq = np.float32(np.float32(i + 1) * sr / np.float32(block))
+        while band < n_bands - 1 and freq > high[band]:
+            band += 1
+        band_of[i] = band
+    out = []
+    inv_alpha = np.float32(1.0) / CONTRAST_ALPHA
+    for b in range(n_bands):
+        idx = np.flatnonzero(band_of == b)
+        if len(idx) == 0:
+            raise ValueError(f"spectral contrast band {b} is empty at {sample_rate} Hz")
+        n = len(idx)
+        k = int(np.rint(np.float32(n) * CONTRAST_ALPHA)) if np.float32(n) >= inv_alpha else 1
+        out.append((int(idx[0]), int(idx[-1]) + 1, max(1, min(k, n))))
+    return out
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything that depends only on the sample rate, computed once."""
+
+    win_mfcc: np.ndarray  # (2048,) double
+    win_contrast: np.ndarray  # (1024,) double
+    mfcc_lo: int  # first bin with a non-zero filter weight
+    mfcc_hi: int  # one past the last
+    weights_t: np.ndarray  # (mfcc_hi - mfcc_lo, 40) double, C-contiguous
+    filter_groups: tuple[tuple[int, int, int, int, np.ndarray], ...]  # (f0, f1, b0, b1, weights_t[b0:b1, f0:f1])
+    dct_t: np.ndarray  # (40, 20) double
+    minmax_starts: np.ndarray  # band starts of the leading k == 1 bands (reduceat)
+    minmax_end: int  # end bin of those bands
+    sorted_bands: tuple[tuple[int, int, int], ...]  # (start, end, k) of bands with k > 1
+    bands: tuple[tuple[int, int, int], ...]
+
+
+@lru_cache(maxsize=16)
+def _plan(sample_rate: float) -> _Plan:
+    weights = mfcc_filterbank(sample_rate)
+    used = np.flatnonzero(weights.any(axis=0))
+    lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (1, 2)
+    lo = max(lo, 1)  # bin 0 (DC) has weight 0 in every filter: fb = 0 is never > lower
+    weights_t = np.ascontiguousarray(weights[:, lo:hi].T)
+    # The filterbank is banded: groups of filters touch only a range of bins each.
+    groups = []
+    for f0 in range(0, N_FILTERS, _FILTER_GROUP):
+        f1 = min(f0 + _FILTER_GROUP, N_FILTERS)
+        nz = np.flatnonzero(weights_t[:, f0:f1].any(axis=1))
+        b0, b1 = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 1)
+        groups.append((f0, f1, b0, b1, np.ascontiguousarray(weights_t[b0:b1, f0:f1])))
+    bands = contrast_bands(sample_rate)
+    # Leading bands with k == 1 (min and max) that are contiguous from bin 0 use reduceat.
+    n_minmax = 0
+    while n_minmax < len(bands) and bands[n_minmax][2] == 1:
+        n_minmax += 1
+    starts = np.array([b[0] for b in bands[:n_minmax]], dtype=np.intp)
+    end = bands[n_minmax - 1][1] if n_minmax else 0
+    return _Plan(
+        win_mfcc=periodic_hann(MFCC_BLOCK),
+        win_contrast=periodic_hann(CONTRAST_BLOCK),
+        mfcc_lo=lo,
+        mfcc_hi=hi,
+        weights_t=weights_t,
+        filter_groups=tuple(groups),
+        dct_t=np.ascontiguousarray(mfcc_dct().T),
+        minmax_starts=starts,
+        minmax_end=end,
+        sorted_bands=tuple(bands[n_minmax:]),
+        bands=tuple(bands),
+    )
+
+
+def n_host_blocks(n_samples: int) -> int:
+    return max(1, -(-int(n_samples) // HOST_BLOCK))
+
+
+def frame_times(n_frames: int, step: int, sample_rate: float) -> np.ndarray:
+    """Timestamps (s, float64) of the frames: frame k is stamped k*step/sample_rate."""
+    return np.arange(n_frames, dtype=np.float64) * float(step) / float(sample_rate)
+
+
+def frame_times_ns(n_frames: int, step: int, sample_rate: int) -> np.ndarray:
+    """Exact timestamps in integer nanoseconds, as Vamp's RealTime::frame2RealTime rounds
+    them (to the nearest ns); what the CSV writer prints."""
+    sr = int(sample_rate)
+    last = max(int(n_frames) - 1, 0) * int(step)
+    if 2 * last * 1_000_000_000 + sr >= 2**63:
+        raise ValueError("timestamps beyond 2**62 ns are not supported")
+    frames = np.arange(n_frames, dtype=np.int64) * int(step)
+    return (2 * frames * 1_000_000_000 + sr) // (2 * sr)
+
+
+def _rfft_bins(frames: np.ndarray) -> np.ndarray:
+    """Unscaled double FFT of each row, in place: returns bins 1 .. B/2-1 as a complex128
+    view (no copy); frames[:, 0] then holds the (real) DC bin.
+
+    fftpack's packed real layout [r0, r1, i1, r2, i2, ..., r(B/2)] already interleaves
+    (re, im) for bins 1 .. B/2-1, so it is viewed as complex instead of being copied into
+    the complex array that scipy.fft.rfft returns (same pocketfft code, same values)."""
+    out = scipy.fftpack.rfft(frames, axis=1, overwrite_x=True)
+    if not np.shares_memory(out, frames):  # overwrite_x is a hint; keep the contract
+        frames[...] = out
+    return frames[:, 1 : frames.shape[1] - 1].view(np.complex128)
+
+
+def _plugin_magnitude(bins: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """|X| of the float32-rounded (re, im) pairs that the host hands the plugin.
+
+    hypot in double of float32 inputs: in a float64 `out` it is the plugin's double
+    magnitude (qm-mfcc); cast to a float32 `out` it is the correctly rounded float32
+    magnitude that the plugin's abs(complex<float>) gives (bbc-spectral-contrast)."""
+    return np.abs(bins.astype(np.complex64).astype(np.complex128), out=out, casting="same_kind")
+
+
+def _segment(x: np.ndarray, start: int, end: int) -> np.ndarray:
+    """x[start:end] with zeros outside [0, len(x)): a view where no padding is needed."""
+    if start >= 0 and end <= x.size:
+        return x[start:end]
+    seg = np.zeros(end - start, dtype=np.float32)
+    a, b = max(start, 0), min(end, x.size)
+    if b > a:
+        seg[a - start : b - start] = x[a:b]
+    return seg
+
+
+def _frames(seg: np.ndarray, offset: int, n_frames: int, block: int, step: int) -> np.ndarray:
+    """Read-only (n_frames, block) view of seg[offset:], frames `step` apart (no copy)."""
+    st = seg.strides[0]
+    return np.lib.stride_tricks.as_strided(seg[offset:], (n_frames, block), (step * st, st), writeable=False)
+
+
+def extract_features(pcm: np.ndarray, sample_rate: int = 22050) -> ChunkFeatures:
+    """MFCC (K, 20), spectral-contrast peaks and valleys (2K, 7), float32, K = ceil(N/1024).
+
+    `pcm` is mono audio (any length >= 1; float32 as sonic-annotator reads it: int16/32768).
+    """
+    x = np.ascontiguousarray(pcm, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"pcm must be mono (1-D), got shape {x.shape}")
+    if x.size < 1:
+        raise ValueError("pcm is empty")
+    if not np.isfinite(sample_rate) or sample_rate <= 0:
+        raise ValueError(f"invalid sample rate {sample_rate!r}")
+    plan = _plan(float(sample_rate))
+    k1 = n_host_blocks(x.size)
+    k2 = 2 * k1
+    mfcc = np.empty((k1, N_MFCC), dtype=np.float32)
+    peaks = np.empty((k2, N_BANDS), dtype=np.float32)
+    valleys = np.empty((k2, N_BANDS), dtype=np.float32)
+    lo, hi = plan.mfcc_lo, plan.mfcc_hi
+    half = CONTRAST_BLOCK // 2
+    fb, sb = _FFT_FRAMES, _POST_FRAMES
+    win1 = np.empty((fb, MFCC_BLOCK), dtype=np.float64)
+    win2 = np.empty((2 * fb, CONTRAST_BLOCK), dtype=np.float64)
+    mag1 = np.empty((min(sb, k1), hi - lo), dtype=np.float64)
+    mag2 = np.empty((min(2 * sb, k2), half), dtype=np.float32)
+    for S in range(0, k1, sb):
+        E = min(S + sb, k1)
+        # Spectra of blocks of fb frames (kept in cache), magnitudes gathered for sb frames.
+        for s in range(S, E, fb):
+            e = min(s + fb, E)
+            seg = _segment(x, s * HOST_BLOCK - HOST_BLOCK, e * HOST_BLOCK)
+            w = win1[: e - s]
+            np.multiply(_frames(seg, 0, e - s, MFCC_BLOCK, MFCC_STEP), plan.win_mfcc, out=w)
+            spec = _rfft_bins(w)
+            _plugin_magnitude(spec[:, lo - 1 : hi - 1], out=mag1[s - S : e - S])
+            w = win2[: 2 * (e - s)]
+            np.multiply(_frames(seg, HOST_BLOCK - half, 2 * (e - s), CONTRAST_BLOCK, CONTRAST_STEP), plan.win_contrast, out=w)
+            spec = _rfft_bins(w)
+            m = mag2[2 * (s - S) : 2 * (e - S)]
+            np.abs(w[:, 0].astype(np.float32), out=m[:, 0])  # DC: real
+            _plugin_magnitude(spec[:, : half - 1], out=m[:, 1:])
+        # --- qm-mfcc: filterbank (banded), log10 (0 for an empty filter), DCT ------------
+        m1 = mag1[: E - S]
+        energy = np.empty((E - S, N_FILTERS), dtype=np.float64)
+        for f0, f1, b0, b1, wt in plan.filter_groups:
+            np.matmul(m1[:, b0:b1], wt, out=energy[:, f0:f1])
+        logs = np.log10(energy, out=np.zeros_like(energy), where=energy > 0)
+        np.matmul(logs, plan.dct_t, out=mfcc[S:E], casting="same_kind")
+        # --- bbc-spectral-contrast: min/max bands, then the sorted bands -----------------
+        m2 = mag2[: 2 * (E - S)]
+        S2, E2 = 2 * S, 2 * E
+        nb = len(plan.minmax_starts)
+        if nb:
+            head = m2[:, : plan.minmax_end]
+            np.minimum.reduceat(head, plan.minmax_starts, axis=1, out=valleys[S2:E2, :nb])
+            np.maximum.reduceat(head, plan.minmax_starts, axis=1, out=peaks[S2:E2, :nb])
+        for b, (b0, b1, k) in enumerate(plan.sorted_bands, start=nb):
+            band = np.sort(m2[:, b0:b1], axis=1)
+            n = b1 - b0
+            lo_sum = band[:, 0].copy()
+            hi_sum = band[:, n - k].copy()
+            for i in range(1, k):  # float32 sums in ascending order, as the plugin adds them
+                lo_sum += band[:, i]
+                hi_sum += band[:, n - k + i]
+            np.divide(lo_sum, np.float32(k), out=valleys[S2:E2, b])
+            np.divide(hi_sum, np.float32(k), out=peaks[S2:E2, b])
+    np.nan_to_num(mfcc, copy=False, nan=0.0)
+    return ChunkFeatures(mfcc=mfcc, peaks=peaks, valleys=valleys)
+
+
+def get_extractor(backend: str) -> Extractor:
+    """The feature extractor for a backend name: "builtin" or "sonic-annotator"."""
+    name = (backend or "").strip().lower()
+    if name == "builtin":
+        return extract_features
+    if name == "sonic-annotator":
+        from shared.sonic_annotator import extract_features as sonic_extract
+        from shared.sonic_annotator import find_binary
+
+        find_binary()  # fail now, with a clear message, if it is not on PATH
+        return sonic_extract
+    raise ValueError(f"unknown feature extractor backend {backend!r}; valid backends: {', '.join(BACKENDS)}")

@@ -1,0 +1,453 @@
+"""The model artifact: a Keras 3 network plus everything needed to use it correctly.
+
+An artifact is a folder holding
+
+- ``model.keras``: the network (standard Keras layers only, no custom objects), and
+- ``metadata.json``: the genres in index order (sorted names, never directory-listing
+  order), the feature spec, frames per chunk, the input preprocessing and normalisation
+  statistics, the architecture, the training settings, a fingerprint of the training
+  data, metrics, and the version.
+
+The version is ``<name>-<12 hex digits>``: a SHA-256 over the weights and the canonical
+metadata (without the version itself and without the ``created`` time stamp), so the
+same training run on the same data yields the same version.
+
+Inference (`ModelArtifact.predict`) runs the network through one `tf.function` with a
+batch-agnostic input signature: it is traced once per artifact, never retraced, and has
+none of `keras.Model.predict`'s per-call set-up cost. Large batches are cut into slices of
+at most `MAX_PREDICT_BATCH` rows.
+
+Input preprocessing (applied by `input_arrays`, shared by training and serving):
+
+- ``loudness = "chunk"`` (default architectures): MFCC c0 minus its mean over the chunk;
+  spectral-contrast peaks and valleys (linear magnitudes) divided by the mean of the
+  chunk's peaks, as log10(ratio + 1e-5). A gain change scales every magnitude by the
+  same factor and shifts c0 by a constant, so both vanish: the network cannot use level.
+- ``loudness = "none"`` (``seed``): the features as extracted.
+
+Then every channel is standardised with the training set's mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from shared.featurespec import ChunkFeatures, FeatureSpec
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+METADATA_SCHEMA = 1
+MAX_PREDICT_BATCH = 256
+CONTRAST_REL_EPS = 1e-5  # floor of contrast magnitudes relative to the chunk's mean peak
+INPUT_NAMES = ("mfcc", "peaks", "valleys")
+HASH_EXCLUDED_KEYS = ("version", "created")
+
+
+class ModelLoadError(Exception):
+    """The artifact folder is missing, incomplete or inconsistent; the message says how."""
+
+
+# --------------------------------------------------------------------------------------
+# Device
+# --------------------------------------------------------------------------------------
+
+_device_lock = threading.Lock()
+_device: str | None = None
+
+
+def device() -> str:
+    """'GPU:0' when TensorFlow sees a GPU (memory growth switched on), else 'CPU'."""
+    global _device
+    with _device_lock:
+        if _device is None:
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            for gpu in gpus:
+                try:
+                    tf.config.experimental.set_memory_growth(gpu, True)
+                except (RuntimeError, ValueError) as exc:  # already initialised
+                    logger.debug("memory growth not set on %s: %s", gpu.name, exc)
+            _device = "GPU:0" if gpus else "CPU"
+        return _device
+
+
+# --------------------------------------------------------------------------------------
+# Preprocessing
+# --------------------------------------------------------------------------------------
+
+
+def stack_features(
+    batch: Sequence[ChunkFeatures],
+    frames: Mapping[str, int],
+    names: Sequence[str] = INPUT_NAMES,
+    widths: Mapping[str, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """Stack a batch into (n, T, F) float32 arrays, padding (zeros at the end) or cutting
+    each chunk's time axis to the model's frame count. `widths` (default: the first
+    chunk's) is the required channel count of each array."""
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        t = int(frames[name])
+        if widths is not None:
+            width = int(widths[name])
+        else:
+            first = np.asarray(getattr(batch[0], name)) if batch else None
+            width = first.shape[1] if first is not None and first.ndim == 2 else 0
+        arr = np.zeros((len(batch), t, width), dtype=np.float32)
+        for i, feat in enumerate(batch):
+            a = np.asarray(getattr(feat, name), dtype=np.float32)
+            if a.ndim != 2 or a.shape[1] != width:
+                raise ValueError(f"chunk {i}: {name} has shape {a.shape}, expected (frames, {width})")
+            n = min(t, a.shape[0])
+            arr[i, :n] = a[:n]
+        out[name] = arr
+    return out
+
+
+def loudness_normalise(arrays: Mapping[str, np.ndarray], mode: str) -> dict[str, np.ndarray]:
+    """Remove the chunk's level from (n, T, F) feature arrays (see the module docstring)."""
+    if mode == "none":
+        return {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+    if mode != "chunk":
+        raise ValueError(f"unknown loudness mode {mode!r}; expected 'chunk' or 'none'")
+    out: dict[str, np.ndarray] = {}
+    if "mfcc" in arrays:
+        m = np.array(arrays["mfcc"], dtype=np.float32, copy=True)
+        m[:, :, 0] -= m[:, :, 0].mean(axis=1, keepdims=True)
+        out["mfcc"] = m
+    level = None
+    for name in ("peaks", "valleys"):
+        if name in arrays and level is None:
+            level = np.asarray(arrays[name], dtype=np.float64).mean(axis=(1, 2), keepdims=True) + 1e-12
+    for name in ("peaks", "valleys"):
+        if name in arrays:
+            rel = np.maximum(np.asarray(arrays[name], dtype=np.float64), 0.0) / level
+            out[name] = np.log10(rel + CONTRAST_REL_EPS).astype(np.float32)
+    return out
+
+
+def compute_normalisation(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
+    """Per-channel mean and std over all chunks and frames of (n, T, F) arrays."""
+    stats: dict[str, dict[str, list[float]]] = {}
+    for name, a in arrays.items():
+        a64 = np.asarray(a, dtype=np.float64).reshape(-1, a.shape[-1])
+        mean = a64.mean(axis=0)
+        std = a64.std(axis=0)
+        std = np.where(std < 1e-6, 1.0, std)
+        stats[name] = {"mean": [float(x) for x in mean], "std": [float(x) for x in std]}
+    return stats
+
+
+def apply_normalisation(arrays: Mapping[str, np.ndarray], stats: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, a in arrays.items():
+        s = stats[name]
+        mean = np.asarray(s["mean"], dtype=np.float32)
+        std = np.asarray(s["std"], dtype=np.float32)
+        out[name] = ((a - mean) / std).astype(np.float32)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Hashing
+# --------------------------------------------------------------------------------------
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def content_hash(model: Any, metadata: Mapping[str, Any]) -> str:
+    """SHA-256 over the weights (in layer order) and the metadata minus version/created."""
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        a = np.ascontiguousarray(w)
+        h.update(str(a.dtype).encode() + str(a.shape).encode())
+        h.update(a.tobytes())
+    meta = {k: v for k, v in metadata.items() if k not in HASH_EXCLUDED_KEYS}
+    h.update(canonical_json(meta).encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------
+# The artifact
+# --------------------------------------------------------------------------------------
+
+
+class ModelArtifact:
+    """A trained network with its genres, feature spec, preprocessing and version.
+
+    Attributes: ``genres`` (index order = sorted names), ``spec`` (FeatureSpec),
+    ``version`` (str), ``metadata`` (dict, as in metadata.json), ``model`` (keras.Model),
+    ``device`` ('GPU:0' or 'CPU'), ``input_names`` (the feature arrays the network reads),
+    ``frames`` (frames per chunk of each input)."""
+
+    def __init__(self, model: Any, metadata: Mapping[str, Any], path: str | Path | None = None) -> None:
+        self.model = model
+        self.metadata: dict[str, Any] = dict(metadata)
+        self.path = Path(path) if path is not None else None
+        try:
+            self.genres: list[str] = [str(g) for g in self.metadata["genres"]]
+            self.spec = FeatureSpec.from_dict(self.metadata["feature_spec"])
+            self.frames: dict[str, int] = {k: int(v) for k, v in self.metadata["frames_per_chunk"].items()}
+            self.widths: dict[str, int] = {k: v[1] for k, v in self.spec.feature_shapes().items()}
+            pre = self.metadata["preprocessing"]
+            self.loudness: str = str(pre["loudness"])
+            self.normalisation: dict[str, Any] = dict(pre["normalisation"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"metadata is incomplete or malformed: {exc!r}") from exc
+        if self.genres != sorted(self.genres) or len(set(self.genres)) != len(self.genres):
+            raise ModelLoadError(f"metadata genres must be unique and sorted, got {self.genres}")
+        self.input_names: list[str] = [str(t.name).split(":")[0] for t in model.inputs]
+        for name in self.input_names:
+            if name not in INPUT_NAMES:
+                raise ModelLoadError(f"the network has an unknown input {name!r}; expected some of {INPUT_NAMES}")
+            if name not in self.frames or name not in self.normalisation:
+                raise ModelLoadError(f"metadata lacks frames or normalisation for input {name!r}")
+        n_out = int(model.outputs[0].shape[-1])
+        if n_out != len(self.genres):
+            raise ModelLoadError(f"the network has {n_out} outputs but metadata lists {len(self.genres)} genres")
+        if not self.metadata.get("version"):
+            self.metadata["version"] = f"{self.metadata.get('name', 'model')}-{content_hash(model, self.metadata)[:12]}"
+        self.version: str = str(self.metadata["version"])
+        self.device = device()
+        self._fn = None
+        self._fn_lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", self.version))
+
+    def __repr__(self) -> str:
+        return f"ModelArtifact(version={self.version!r}, genres={self.genres}, arch={self.metadata.get('arch')!r})"
+
+    # ----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, expected_spec: FeatureSpec | None = None) -> "ModelArtifact":
+        """Load an artifact folder. Raises ModelLoadError with a clear reason."""
+        folder = Path(path)
+        if not folder.exists():
+            raise ModelLoadError(f"model folder {folder} does not exist (train one with `genre train`)")
+        if not folder.is_dir():
+            raise ModelLoadError(f"{folder} is not a folder; a model artifact is a folder with {MODEL_FILE} and {METADATA_FILE}")
+        meta_path = folder / METADATA_FILE
+        model_path = folder / MODEL_FILE
+        for p in (meta_path, model_path):
+            if not p.is_file():
+                raise ModelLoadError(f"model folder {folder} has no {p.name}")
+        try:
+            metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"{meta_path} is not valid JSON: {exc}") from exc
+        if not isinstance(metadata, dict):
+            raise ModelLoadError(f"{meta_path} must hold a JSON object")
+        schema = metadata.get("schema")
+        if schema != METADATA_SCHEMA:
+            raise ModelLoadError(f"{meta_path}: unsupported metadata schema {schema!r} (expected {METADATA_SCHEMA})")
+        spec_dict = metadata.get("feature_spec")
+        if not isinstance(spec_dict, dict):
+            raise ModelLoadError(f"{meta_path} has no feature_spec object")
+        try:
+            spec = FeatureSpec.from_dict(spec_dict)
+        except TypeError as exc:
+            raise ModelLoadError(f"{meta_path}: bad feature_spec: {exc}") from exc
+        if spec_dict.get("id") not in (None, spec.id):
+            raise ModelLoadError(
+                f"{meta_path}: feature spec id {spec_dict.get('id')!r} does not match its fields ({spec.id!r}); "
+                "this code computes features differently from the code that trained the model"
+            )
+        if expected_spec is not None and expected_spec.id != spec.id:
+            raise ModelLoadError(
+                f"model {folder} was trained on features {spec.id!r} but this service extracts {expected_spec.id!r}"
+            )
+        device()  # memory growth must be set before TensorFlow touches the GPU
+        import keras
+
+        try:
+            model = keras.saving.load_model(str(model_path), compile=False, safe_mode=True)
+        except Exception as exc:  # keras raises many types for a bad file
+            raise ModelLoadError(f"{model_path} could not be loaded: {exc}") from exc
+        art = cls(model, metadata, path=folder)
+        expected = spec.feature_shapes()
+        for name in art.input_names:
+            shape = tuple(model.get_layer(name).output.shape[1:]) if _has_layer(model, name) else None
+            if shape is not None and shape[-1] != expected[name][1]:
+                raise ModelLoadError(f"input {name!r} has {shape[-1]} channels but the spec gives {expected[name][1]}")
+        return art
+
+    def save(self, path: str | Path) -> Path:
+        """Write model.keras + metadata.json into `path` (created; files replaced atomically)."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as tmp:
+            tmp_model = Path(tmp) / MODEL_FILE
+            self.model.save(str(tmp_model))
+            tmp_meta = Path(tmp) / METADATA_FILE
+            tmp_meta.write_text(json.dumps(self.metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            os.replace(tmp_model, folder / MODEL_FILE)
+            os.replace(tmp_meta, folder / METADATA_FILE)
+        self.path = folder
+        return folder
+
+    # ----------------------------------------------------------------------------------
+    def input_arrays(self, batch: Sequence[ChunkFeatures]) -> dict[str, np.ndarray]:
+        """The network's inputs for a batch: stacked, loudness-normalised, standardised."""
+        names = INPUT_NAMES if self.loudness == "chunk" else self.input_names
+        raw = stack_features(batch, self.frames, names, self.widths)
+        pre = loudness_normalise(raw, self.loudness)
+        pre = {k: pre[k] for k in self.input_names}
+        return apply_normalisation(pre, self.normalisation)
+
+    def _function(self):
+        with self._fn_lock:
+            if self._fn is None:
+                import tensorflow as tf
+
+                signature = [
+                    {
+                        name: tf.TensorSpec((None, *tuple(int(d) for d in self.model.get_layer(name).output.shape[1:])),
+                                            tf.float32, name=name)
+                        for name in self.input_names
+                    }
+                ]
+                model = self.model
+
+                @tf.function(input_signature=signature, reduce_retracing=True)
+                def infer(inputs):
+                    return model(inputs, training=False)
+
+                self._fn = infer
+            return self._fn
+
+    def predict_arrays(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Probabilities (n, len(genres)) for already prepared input arrays."""
+        n = len(next(iter(arrays.values()))) if arrays else 0
+        if n == 0:
+            return np.zeros((0, len(self.genres)), dtype=np.float32)
+        fn = self._function()
+        outs = []
+        for start in range(0, n, MAX_PREDICT_BATCH):
+            part = {k: v[start : start + MAX_PREDICT_BATCH] for k, v in arrays.items()}
+            outs.append(np.asarray(fn(part), dtype=np.float32))
+        return np.concatenate(outs, axis=0)
+
+    def predict(self, batch: Sequence[ChunkFeatures]) -> np.ndarray:
+        """Probabilities (n, len(genres)), float32, in batch order."""
+        if len(batch) == 0:
+            return np.zeros((0, len(self.genres)), dtype=np.float32)
+        return self.predict_arrays(self.input_arrays(batch))
+
+
+def _has_layer(model: Any, name: str) -> bool:
+    try:
+        model.get_layer(name)
+        return True
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------------------
+# Architectures
+# --------------------------------------------------------------------------------------
+
+ARCHES = ("default", "merged", "mfcc", "contrast", "seed", "tiny")
+ARCH_ALIASES = {"default": "merged"}
+ARCH_INPUTS = {
+    "merged": ("mfcc", "peaks", "valleys"),
+    "mfcc": ("mfcc",),
+    "contrast": ("peaks", "valleys"),
+    "seed": ("mfcc", "peaks"),
+    "tiny": ("mfcc", "peaks", "valleys"),
+}
+ARCH_LOUDNESS = {"merged": "chunk", "mfcc": "chunk", "contrast": "chunk", "seed": "none", "tiny": "chunk"}
+
+
+def resolve_arch(arch: str) -> str:
+    if arch not in ARCHES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHES)}")
+    return ARCH_ALIASES.get(arch, arch)
+
+
+def _conv_block(x, filters: int, kernel: int, pool: int, name: str, strides: int = 1):
+    from keras import layers
+
+    x = layers.Conv1D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_relu")(x)
+    if pool > 1:
+        x = layers.MaxPooling1D(pool, name=f"{name}_pool")(x)
+    return x
+
+
+def _pool_both(x, name: str):
+    from keras import layers
+
+    return layers.Concatenate(name=f"{name}_stats")(
+        [layers.GlobalAveragePooling1D(name=f"{name}_avg")(x), layers.GlobalMaxPooling1D(name=f"{name}_max")(x)]
+    )
+
+
+def build_network(arch: str, n_genres: int, frames: Mapping[str, int], widths: Mapping[str, int]):
+    """A compiled-free keras.Model for `arch` with named inputs mfcc/peaks/valleys."""
+    import keras
+    from keras import layers
+
+    arch = resolve_arch(arch)
+    inputs = {name: keras.Input((int(frames[name]), int(widths[name])), name=name) for name in ARCH_INPUTS[arch]}
+    if arch == "seed":
+        # The ancestor's merged model, adapted to our frame counts.
+        m = layers.Conv1D(100, 4, activation="relu", name="mfcc_conv1")(inputs["mfcc"])
+        m = layers.MaxPooling1D(4, name="mfcc_pool1")(m)
+        m = layers.Conv1D(20, 4, activation="relu", name="mfcc_conv2")(m)
+        m = layers.MaxPooling1D(4, name="mfcc_pool2")(m)
+        m = layers.LSTM(300, name="mfcc_lstm")(m)
+        p = layers.Conv1D(100, 3, strides=4, activation="relu", name="peaks_conv")(inputs["peaks"])
+        p = layers.LSTM(100, name="peaks_lstm")(p)
+        x = layers.Concatenate(name="merge")([m, p])
+        x = layers.Dense(1000, activation="relu", name="dense")(x)
+        out = layers.Dense(n_genres, activation="softmax", name="genre")(x)
+        return keras.Model(inputs, out, name="seed")
+    if arch == "tiny":
+        branches = []
+        m = _conv_block(inputs["mfcc"], 16, 5, 4, "mfcc1", strides=2)
+        branches.append(_pool_both(m, "mfcc"))
+        c = layers.Concatenate(name="contrast")([inputs["peaks"], inputs["valleys"]])
+        c = _conv_block(c, 16, 5, 4, "con1", strides=4)
+        branches.append(_pool_both(c, "con"))
+        x = layers.Concatenate(name="merge")(branches)
+        out = layers.Dense(n_genres, activation="softmax", name="genre")(x)
+        return keras.Model(inputs, out, name="tiny")
+
+    branches = []
+    if "mfcc" in inputs:
+        m = layers.SpatialDropout1D(0.1, name="mfcc_drop")(inputs["mfcc"])
+        m = _conv_block(m, 64, 5, 2, "mfcc1")
+        m = _conv_block(m, 96, 3, 2, "mfcc2")
+        m = _conv_block(m, 128, 3, 1, "mfcc3")
+        branches.append(_pool_both(m, "mfcc"))
+    if "peaks" in inputs:
+        c = layers.Concatenate(name="contrast")([inputs["peaks"], inputs["valleys"]])
+        c = layers.SpatialDropout1D(0.1, name="contrast_drop")(c)
+        c = _conv_block(c, 64, 5, 2, "con1", strides=2)
+        c = _conv_block(c, 96, 3, 2, "con2")
+        c = _conv_block(c, 128, 3, 1, "con3")
+        branches.append(_pool_both(c, "con"))
+    x = branches[0] if len(branches) == 1 else layers.Concatenate(name="merge")(branches)
+    x = layers.Dropout(0.4, name="drop1")(x)
+    x = layers.Dense(128, activation="relu", name="dense")(x)
+    x = layers.Dropout(0.4, name="drop2")(x)
+    out = layers.Dense(n_genres, activation="softmax", name="genre")(x)
+    return keras.Model(inputs, out, name=arch)

@@ -1,0 +1,356 @@
+"""Train a genre network on extracted chunk features and wrap it in a ModelArtifact.
+
+- Label indices come from the sorted genre names (never from listing order).
+- The validation split is taken by group (song id, or artist): no group has chunks on
+  both sides. It is stratified per genre and deterministic for a seed.
+- Class weights balance unequal genres; early stopping on validation loss restores the
+  best epoch's weights.
+- Reproducible: `keras.utils.set_random_seed`, deterministic TF ops, and a numpy
+  generator of our own for shuffling and augmentation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from shared.featurespec import DEFAULT_SPEC, ChunkFeatures, FeatureSpec
+from shared.model import (
+    ARCH_INPUTS,
+    ARCH_LOUDNESS,
+    INPUT_NAMES,
+    METADATA_SCHEMA,
+    ModelArtifact,
+    apply_normalisation,
+    build_network,
+    compute_normalisation,
+    loudness_normalise,
+    resolve_arch,
+    stack_features,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EPOCHS = 80
+DEFAULT_PATIENCE = 15
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_VALIDATION_FRACTION = 0.15
+DEFAULT_LEARNING_RATE = 1e-3
+JITTER_FRACTION = 0.5  # training windows move by up to half a chunk within their song
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    arch: str = "default"
+    epochs: int = DEFAULT_EPOCHS
+    patience: int = DEFAULT_PATIENCE
+    batch_size: int = DEFAULT_BATCH_SIZE
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    seed: int = 0
+    augment: bool = True
+
+
+def label_indices(labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(sorted genre names, index of each label in them)."""
+    genres = sorted(set(str(x) for x in labels))
+    index = {g: i for i, g in enumerate(genres)}
+    return genres, np.array([index[str(x)] for x in labels], dtype=np.int64)
+
+
+def split_by_group(labels: Sequence[str], groups: Sequence[str], fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of validation chunks: whole groups, about `fraction` of each genre's
+    groups (at least one where a genre has two or more), deterministic for `seed`."""
+    mask = np.zeros(len(labels), dtype=bool)
+    if fraction <= 0:
+        return mask
+    group_label: dict[str, str] = {}
+    votes: dict[str, Counter] = defaultdict(Counter)
+    for lab, grp in zip(labels, groups):
+        votes[str(grp)][str(lab)] += 1
+    for grp, c in votes.items():
+        group_label[grp] = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+    by_genre: dict[str, list[str]] = defaultdict(list)
+    for grp, lab in group_label.items():
+        by_genre[lab].append(grp)
+    val_groups: set[str] = set()
+    for genre in sorted(by_genre):
+        members = sorted(by_genre[genre])
+        if len(members) < 2:
+            continue
+        # Order by a keyed hash: stable, independent of listing order, varies with the seed.
+        members.sort(key=lambda g: hashlib.sha256(f"{seed}\0{g}".encode()).hexdigest())
+        n_val = min(len(members) - 1, max(1, int(round(fraction * len(members)))))
+        val_groups.update(members[:n_val])
+    for i, grp in enumerate(groups):
+        mask[i] = str(grp) in val_groups
+    return mask
+
+
+def data_fingerprint(features: Sequence[ChunkFeatures], labels: Sequence[str], groups: Sequence[str]) -> str:
+    """Order-independent SHA-256 over (label, group, feature bytes) of every chunk."""
+    items = []
+    for f, lab, grp in zip(features, labels, groups):
+        h = hashlib.sha256(f"{lab}\0{grp}\0".encode())
+        for name in INPUT_NAMES:
+            h.update(np.ascontiguousarray(getattr(f, name), dtype=np.float32).tobytes())
+        items.append(h.hexdigest())
+    total = hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()
+    return f"sha256:{total}"
+
+
+def _prepare(arrays: Mapping[str, np.ndarray], arch: str) -> dict[str, np.ndarray]:
+    pre = loudness_normalise(arrays, ARCH_LOUDNESS[arch])
+    return {k: pre[k] for k in ARCH_INPUTS[arch]}
+
+
+class _Windows:
+    """Training examples as windows into each song's concatenated chunk features.
+
+    Example i starts at its chunk's own position in the song; with augmentation each
+    epoch moves it by up to +-JITTER_FRACTION of a chunk (within the song's real audio),
+    so the network sees windows that straddle chunk boundaries. Preprocessing
+    (loudness, standardisation) runs on each window, exactly as at inference."""
+
+    def __init__(self, raw: Mapping[str, np.ndarray], chunk_idx: np.ndarray, songs: Sequence[str],
+                 n_samples: Sequence[int] | None, frames: Mapping[str, int], spec: FeatureSpec) -> None:
+        self.frames = dict(frames)
+        self.base = min(frames.values())  # frames of the coarsest input (mfcc)
+        self.scale = {k: v // self.base for k, v in frames.items()}
+        song_rows: dict[str, list[int]] = defaultdict(list)
+        for i in chunk_idx:
+            song_rows[str(songs[i])].append(int(i))
+        self.song_arrays: list[dict[str, np.ndarray]] = []
+        self.song_len: list[int] = []  # usable base frames of real audio
+        self.example_song: list[int] = []
+        self.example_start: list[int] = []
+        self.example_row: list[int] = []
+        hop = spec.mfcc_step
+        for rows in song_rows.values():
+            s_idx = len(self.song_arrays)
+            self.song_arrays.append({k: np.concatenate([raw[k][r] for r in rows]) for k in frames})
+            real = sum(int(n_samples[r]) if n_samples is not None else spec.chunk_samples for r in rows)
+            self.song_len.append(max(self.base, min(self.base * len(rows), -(-real // hop))))
+            for j, r in enumerate(rows):
+                self.example_song.append(s_idx)
+                self.example_start.append(j * self.base)
+                self.example_row.append(r)
+
+    def window(self, example: int, shift: int) -> dict[str, np.ndarray]:
+        s = self.example_song[example]
+        start = int(np.clip(self.example_start[example] + shift, 0, max(0, self.song_len[s] - self.base)))
+        out = {}
+        for k, arr in self.song_arrays[s].items():
+            a = start * self.scale[k]
+            win = arr[a : a + self.frames[k]]
+            if len(win) < self.frames[k]:
+                win = np.concatenate([win, np.zeros((self.frames[k] - len(win), win.shape[1]), win.dtype)])
+            out[k] = win
+        return out
+
+
+def _batches_factory(windows: _Windows, examples: np.ndarray, y: np.ndarray, w: np.ndarray, batch_size: int,
+                     seed: int, augment: bool, arch: str, stats: Mapping[str, Any]):
+    """A keras PyDataset of shuffled, jittered, preprocessed batches (own RNG, deterministic)."""
+    import keras
+
+    n = len(examples)
+    max_shift = int(windows.base * JITTER_FRACTION)
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch = 0
+            self.on_epoch_end()
+
+        def __len__(self) -> int:
+            return math.ceil(n / batch_size)
+
+        def on_epoch_end(self) -> None:
+            rng = np.random.RandomState((seed * 1000003 + self.epoch) % (2**32))
+            self._order = rng.permutation(n)
+            self._shifts = rng.randint(-max_shift, max_shift + 1, size=n) if augment and max_shift else np.zeros(n, int)
+            self.epoch += 1
+
+        def __getitem__(self, idx: int):
+            sel = self._order[idx * batch_size : (idx + 1) * batch_size]
+            wins = [windows.window(int(examples[i]), int(self._shifts[i])) for i in sel]
+            raw = {k: np.stack([wd[k] for wd in wins]) for k in windows.frames}
+            xb = apply_normalisation(_prepare(raw, arch), stats)
+            return xb, y[sel], w[sel]
+
+    return Batches()
+
+
+def train_model(
+    features: Sequence[ChunkFeatures],
+    labels: Sequence[str],
+    groups: Sequence[str],
+    *,
+    arch: str = "default",
+    epochs: int = DEFAULT_EPOCHS,
+    seed: int = 0,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    name: str | None = None,
+    progress: bool = False,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    patience: int = DEFAULT_PATIENCE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    augment: bool = True,
+    songs: Sequence[str] | None = None,
+    n_samples: Sequence[int] | None = None,
+    extra_metadata: Mapping[str, Any] | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> ModelArtifact:
+    """Train `arch` on chunk features; `groups` (song ids or artists) keep the validation
+    split clean. `songs` (song id per chunk, chunks of a song in order) and `n_samples`
+    (real samples per chunk) let augmentation move training windows across a song's
+    chunk boundaries; without them each chunk stands alone. Returns an in-memory
+    artifact (call `.save(path)`)."""
+    import keras
+    import tensorflow as tf
+
+    if not (len(features) == len(labels) == len(groups)):
+        raise ValueError(f"features, labels and groups differ in length: {len(features)}, {len(labels)}, {len(groups)}")
+    if len(features) == 0:
+        raise ValueError("no training chunks")
+    resolved = resolve_arch(arch)
+    genres, y_all = label_indices(labels)
+    if len(genres) < 2:
+        raise ValueError(f"need at least two genres to train, got {genres}")
+    t0 = time.perf_counter()
+
+    keras.utils.set_random_seed(seed)
+    try:
+        tf.config.experimental.enable_op_determinism()
+    except Exception as exc:  # pragma: no cover - depends on TF build
+        logger.debug("op determinism unavailable: %s", exc)
+
+    shapes = spec.feature_shapes()
+    frames = {k: shapes[k][0] for k in INPUT_NAMES}
+    widths = {k: shapes[k][1] for k in INPUT_NAMES}
+    raw = stack_features(features, frames, INPUT_NAMES, widths)
+    val_mask = split_by_group(labels, groups, validation_fraction, seed)
+    tr = ~val_mask
+    x_all = _prepare(raw, resolved)
+    stats = compute_normalisation({k: v[tr] for k, v in x_all.items()})
+    x_va = apply_normalisation({k: v[val_mask] for k, v in x_all.items()}, stats)
+    del x_all
+    song_ids = [str(x) for x in songs] if songs is not None else [f"chunk:{i}" for i in range(len(features))]
+    train_idx = np.flatnonzero(tr)
+    windows = _Windows(raw, train_idx, song_ids, n_samples, frames, spec)
+    examples = np.arange(len(train_idx))
+    n_classes = len(genres)
+    y_tr = y_all[np.asarray(windows.example_row)]
+    y_va = y_all[val_mask]
+    counts = np.bincount(y_tr, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    class_weight = np.where(present, len(y_tr) / (present.sum() * np.maximum(counts, 1)), 0.0)
+    w_tr = class_weight[y_tr].astype(np.float32)
+    onehot = np.eye(n_classes, dtype=np.float32)
+
+    model = build_network(resolved, n_classes, frames, widths)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    train_data = _batches_factory(windows, examples, onehot[y_tr], w_tr, batch_size, seed, augment, resolved, stats)
+    has_val = bool(val_mask.any())
+    callbacks: list[Any] = []
+    if has_val:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0)
+        )
+    if on_epoch is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e, dict(logs or {}))))
+    hist = model.fit(
+        train_data,
+        validation_data=(x_va, onehot[y_va]) if has_val else None,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=1 if progress else 0,
+        shuffle=False,
+    )
+    elapsed = time.perf_counter() - t0
+    history = {k: [round(float(v), 6) for v in vals] for k, vals in hist.history.items()}
+    best_epoch = int(np.argmin(history["val_loss"])) + 1 if has_val and history.get("val_loss") else len(history.get("loss", []))
+
+    metadata: dict[str, Any] = {
+        "schema": METADATA_SCHEMA,
+        "name": name or resolved,
+        "arch": resolved,
+        "genres": genres,
+        "feature_spec": spec.to_dict(),
+        "frames_per_chunk": frames,
+        "preprocessing": {"loudness": ARCH_LOUDNESS[resolved], "normalisation": stats},
+        "training": {
+            "epochs_max": int(epochs),
+            "epochs_run": len(history.get("loss", [])),
+            "best_epoch": best_epoch,
+            "patience": int(patience),
+            "batch_size": int(batch_size),
+            "learning_rate": float(learning_rate),
+            "optimizer": "adam",
+            "loss": "categorical_crossentropy",
+            "seed": int(seed),
+            "augment": f"window jitter +-{JITTER_FRACTION:g} chunk within the song" if augment else "none",
+            "validation_fraction": float(validation_fraction),
+            "class_weights": {g: round(float(w), 6) for g, w in zip(genres, class_weight)},
+            "chunks_train": int(tr.sum()),
+            "chunks_validation": int(val_mask.sum()),
+            "groups_train": len({str(g) for g, m in zip(groups, val_mask) if not m}),
+            "groups_validation": len({str(g) for g, m in zip(groups, val_mask) if m}),
+            "history": history,
+        },
+        "data_fingerprint": data_fingerprint(features, labels, groups),
+        "metrics": {},
+    }
+    if extra_metadata:
+        for k, v in extra_metadata.items():
+            if k in ("training", "metrics") and isinstance(v, Mapping):
+                metadata[k].update(v)
+            else:
+                metadata[k] = v
+    artifact = ModelArtifact(model, metadata)
+    if has_val:
+        probs = artifact.predict_arrays(x_va)
+        pred = probs.argmax(axis=1)
+        artifact.metadata["metrics"]["validation_chunk_accuracy"] = round(float((pred == y_va).mean()), 6)
+        artifact.metadata["metrics"]["validation_song_accuracy"] = round(
+            _song_accuracy(probs, y_va, [g for g, m in zip(groups, val_mask) if m]), 6
+        )
+    artifact.metadata["version"] = None
+    artifact.metadata["version"] = f"{artifact.metadata['name']}-{_hash(artifact)}"
+    artifact.version = artifact.metadata["version"]
+    # Wall time is kept out of the hashed metadata: it would change the version.
+    artifact.metadata["created"] = {"train_seconds": round(elapsed, 1)}
+    logger.info("trained %s in %.1f s (%d epochs)", artifact.version, elapsed, len(history.get("loss", [])))
+    return artifact
+
+
+def _hash(artifact: ModelArtifact) -> str:
+    from shared.model import content_hash
+
+    return content_hash(artifact.model, artifact.metadata)[:12]
+
+
+def _song_accuracy(probs: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> float:
+    """Song-level accuracy with the project's vote (mode, ties by summed probability)."""
+    from shared.evaluation import vote
+
+    by_song: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        by_song[str(g)].append(i)
+    correct = 0
+    for g, idx in by_song.items():
+        correct += int(vote(probs[idx]) == y[idx[0]])
+    return correct / max(1, len(by_song))
