@@ -209,20 +209,29 @@ def decode_and_chunk(path: Path) -> int:
     return sum(1 for _ in chunk_song(path))
 
 
+# Peak RSS in KiB: VmHWM of this process's own memory where /proc has it, because Linux
+# carries ru_maxrss across fork+exec (a child would report the parent's peak, e.g. the
+# 380 MiB of this benchmark with librosa loaded); resource.getrusage elsewhere.
 RSS_SCRIPT = """
 import resource, sys
+def peak():
+    try:
+        with open('/proc/self/status') as f:
+            return int(next(l for l in f if l.startswith('VmHWM:')).split()[1])
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 from shared.audio import chunk_song
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak()
 n = sum(1 for _ in chunk_song(sys.argv[1], max_seconds=None))
-print(n, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(n, before, peak(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def peak_rss(path: Path) -> tuple[int, int, int]:
-    """(chunks, peak RSS after the imports, peak RSS after chunking) in KiB, in a fresh process."""
+def peak_rss(path: Path) -> tuple[int, int, int, int]:
+    """(chunks, peak RSS after the imports, peak RSS after chunking, ru_maxrss) in KiB, in a fresh process."""
     out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(path)], capture_output=True, text=True, check=True)
-    chunks, before, after = out.stdout.split()
-    return int(chunks), int(before), int(after)
+    chunks, before, after, maxrss = out.stdout.split()
+    return int(chunks), int(before), int(after), int(maxrss)
 
 
 def bench_audio(runs: int) -> None:
@@ -247,10 +256,11 @@ def bench_audio(runs: int) -> None:
             f = make_song(Path(tmp) / f"song{minutes}min.flac", minutes * 60, ["-c:a", "flac"])
             rss[minutes] = peak_rss(f)
             f.unlink()
-        print("peak RSS of chunking (separate process, resource.getrusage ru_maxrss):")
-        for minutes, (chunks, before, kib) in rss.items():
+        print("peak RSS of chunking (fresh process; VmHWM, else resource.getrusage ru_maxrss):")
+        for minutes, (chunks, before, kib, maxrss) in rss.items():
             print(f"  {minutes:>2}-minute FLAC: {chunks:4d} chunks, peak RSS {kib / 1024:7.1f} MiB "
-                  f"({before / 1024:.1f} MiB after the imports, {(kib - before) / 1024:+.1f} MiB for chunking)")
+                  f"({before / 1024:.1f} MiB after the imports, {(kib - before) / 1024:+.1f} MiB for chunking; "
+                  f"ru_maxrss {maxrss / 1024:.1f} MiB, inherited across fork+exec)")
         growth = (rss[60][2] - rss[10][2]) / 1024
         print(f"  60-minute minus 10-minute: {growth:+.1f} MiB (independent of length: {abs(growth) < 16})")
 
@@ -258,7 +268,7 @@ def bench_audio(runs: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=30, help="timed rounds (>= 20; default 30)")
-    ap.add_argument("--audio-runs", type=int, default=5, help="timed rounds of the MP3 decode (default 5)")
+    ap.add_argument("--audio-runs", type=int, default=9, help="timed rounds of the MP3 decode (default 9)")
     ap.add_argument("--skip-audio", action="store_true", help="only the extractor benchmark")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, scipy {scipy.__version__}, "

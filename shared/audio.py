@@ -8,6 +8,14 @@ Chunk policy: chunks are exactly `spec.chunk_samples` long and start at multiple
 it. A final partial chunk of at least `min_chunk_seconds` is kept and zero-padded at
 its END to the full length (its `n_samples` says how much is real audio); a shorter
 tail is dropped. A song shorter than `min_chunk_seconds` is an error.
+
+Limits (hostile or broken files): probing and decoding run under `timeout_s`
+(GENRE_DECODE_TIMEOUT_S). A file whose header declares more than `max_seconds`
+(GENRE_MAX_DECODED_SECONDS) is refused before a single sample is decoded (a
+decompression bomb: a tiny FLAC declaring hours of silence); one that hides its length
+is stopped by counting decoded samples. A file that decodes to clearly less than the
+length its header declares, where that length is exact (FLAC, WAV/PCM, ALAC, WavPack,
+TTA) or ffmpeg reported decoding errors, is truncated: an error, not a partial verdict.
 """
 
 from __future__ import annotations
@@ -29,6 +37,11 @@ from shared.featurespec import DEFAULT_SPEC, FeatureSpec
 logger = logging.getLogger(__name__)
 
 READ_BLOCK_FRAMES = 65536
+PROBE_TIMEOUT_S = 30.0
+EXACT_LENGTH_CODECS = ("flac", "pcm_", "alac", "wavpack", "tta")
+"""Codecs whose declared length is a sample count, not an estimate from the bit rate."""
+TRUNCATION_TOLERANCE_S = 0.5
+TRUNCATION_TOLERANCE_FRACTION = 0.01
 
 
 class DecodeError(Exception):
@@ -109,9 +122,17 @@ def iter_mono_blocks(
 ) -> Iterator[np.ndarray]:
     """Yield mono float32 blocks at `sample_rate` (the file's own rate if None).
 
-    Raises DecodeError when ffmpeg fails, exceeds `timeout_s`, or the audio runs past
-    `max_seconds` (a guard against decompression bombs)."""
-    info = probe(path)
+    Raises DecodeError when ffmpeg fails, exceeds `timeout_s`, the audio runs past
+    `max_seconds` (declared or decoded: a guard against decompression bombs), or the file
+    decodes to clearly less than it declares (truncated). The checks that need the whole
+    stream run after the last block: `chunk_song` holds its final chunk back until then,
+    so a truncated song ends with an error, never with a partial verdict."""
+    info = probe(path, timeout_s=min(PROBE_TIMEOUT_S, timeout_s))
+    if max_seconds is not None and info.duration is not None and info.duration > max_seconds:
+        raise DecodeError(
+            f"the file declares {info.duration:.0f} s of audio, longer than the limit of {max_seconds:g} s "
+            "(GENRE_MAX_DECODED_SECONDS)"
+        )
     rate = sample_rate or info.sample_rate
     ch = info.channels
     cmd = [_tool("ffmpeg"), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn"]
@@ -152,6 +173,8 @@ def iter_mono_blocks(
                         f"decoded audio is longer than the limit of {max_seconds:g} s "
                         "(GENRE_MAX_DECODED_SECONDS)"
                     )
+                if timed_out.is_set():
+                    break
                 yield mono.astype(np.float32, copy=False)
         finally:
             timer.cancel()
@@ -161,12 +184,29 @@ def iter_mono_blocks(
             rc = proc.wait()
         if timed_out.is_set():
             raise DecodeError(f"decoding took longer than {timeout_s:g} s (GENRE_DECODE_TIMEOUT_S)")
+        err.seek(0)
+        lines = err.read(64 * 1024).decode("utf-8", "replace").strip().splitlines()
         if rc != 0:
-            err.seek(0)
-            lines = err.read().decode("utf-8", "replace").strip().splitlines()
             raise DecodeError(f"ffmpeg could not decode the file: {lines[-1] if lines else f'exit status {rc}'}")
         if total == 0:
             raise DecodeError("the file holds no audio samples")
+        _check_complete(info, total / rate, lines)
+
+
+def _check_complete(info: AudioInfo, decoded_s: float, ffmpeg_errors: list[str]) -> None:
+    """Raise DecodeError when the file stopped well short of the length it declares."""
+    if info.duration is None or info.duration <= 0:
+        return
+    exact = info.codec.startswith(EXACT_LENGTH_CODECS)
+    if not (exact or ffmpeg_errors):
+        return  # an estimated length (e.g. MP3 from its bit rate) proves nothing by itself
+    tolerance = max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * info.duration)
+    if decoded_s < info.duration - tolerance:
+        why = f" (ffmpeg: {ffmpeg_errors[-1]})" if ffmpeg_errors else ""
+        raise DecodeError(
+            f"the file is truncated or damaged: it declares {info.duration:.1f} s of audio but only "
+            f"{decoded_s:.1f} s could be decoded{why}"
+        )
 
 
 def decode_file(

@@ -30,7 +30,6 @@ No shell is used anywhere: every subprocess gets an argument list.
 from __future__ import annotations
 
 import base64
-import errno
 import fcntl
 import logging
 import os
@@ -39,12 +38,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 from shared.settings import REPO_ROOT
 
@@ -208,6 +206,10 @@ class SaslSslListener:
     plain_users: tuple[tuple[str, str], ...] = ()
     """(name, password) pairs for SASL/PLAIN (kept in the broker's JAAS config)."""
     client_auth: str = "none"
+    failed_auth_delay_ms: int = 0
+    """connection.failed.authentication.delay.ms. Kafka's default (100) holds back the
+    error response together with the close; kafka-python 3.0 then often sees only a
+    closed socket. 0 lets clients (and `shared.kafka_io`) report bad credentials."""
 
     def __post_init__(self) -> None:
         for mech in self.mechanisms:
@@ -225,6 +227,7 @@ class SaslSslListener:
             f"{ln}.ssl.keystore.type": self.keystore_type,
             f"{ln}.ssl.client.auth": self.client_auth,
             f"{ln}.ssl.endpoint.identification.algorithm": "",
+            "connection.failed.authentication.delay.ms": str(self.failed_auth_delay_ms),
         }
         if self.keystore_password:
             props[f"{ln}.ssl.keystore.password"] = self.keystore_password
@@ -717,10 +720,6 @@ def probe(bootstrap: str, timeout: float = 5.0, **client_config: object) -> tupl
 
 def default_data_dir() -> Path:
     return kafka_home() / "data"
-
-
-def is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 __all__ = [

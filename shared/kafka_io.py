@@ -200,12 +200,45 @@ def admin_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return cfg
 
 
+PREFLIGHT_ATTEMPT_S = 2.0
+
+
+def _preflight(settings: Settings, timeout_s: float) -> None:
+    """Connect once with a short-lived admin client, in short attempts, until it works.
+
+    Why: kafka-python 3.0 only logs a refused SASL login while it bootstraps and keeps
+    retrying until its bootstrap timeout; worse, when the broker's error response and
+    its close of the connection arrive in the same read, the transport drops the
+    response and reports "socket disconnected". Short attempts watched by
+    `kafka_errors` turn bad credentials into `AuthenticationFailed` within seconds
+    instead of a misleading `BrokerUnavailable` after the full timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        attempt_ms = int(1000 * min(PREFLIGHT_ATTEMPT_S, max(0.5, deadline - time.monotonic())))
+        try:
+            with kafka_errors(settings):
+                admin = KafkaAdminClient(**admin_config(settings, bootstrap_timeout_ms=attempt_ms,
+                                                        request_timeout_ms=max(attempt_ms, 5000)))
+                admin.close()
+            return
+        except BrokerUnavailable:
+            if time.monotonic() >= deadline:
+                raise
+
+
+def _needs_preflight(settings: Settings) -> bool:
+    return settings.security_protocol.upper().startswith("SASL")
+
+
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     """An idempotent acks=all producer able to send MAX_MESSAGE_BYTES values.
 
     Keys and values are bytes (no serializers): encode keys with `.encode()`."""
+    cfg = producer_config(settings, **overrides)
+    if _needs_preflight(settings):
+        _preflight(settings, cfg["bootstrap_timeout_ms"] / 1000)
     with kafka_errors(settings):
-        return KafkaProducer(**producer_config(settings, **overrides))
+        return KafkaProducer(**cfg)
 
 
 def make_consumer(settings: Settings, group_id: str | None, topics: Sequence[str] = (), **overrides: Any) -> KafkaConsumer:
@@ -213,8 +246,11 @@ def make_consumer(settings: Settings, group_id: str | None, topics: Sequence[str
 
     Auto-commit is off: commit with `commit_offsets` after the outputs are acknowledged.
     `max_poll_records` defaults to `settings.batch_max_size`; override it per service."""
+    cfg = consumer_config(settings, group_id, **overrides)
+    if _needs_preflight(settings):
+        _preflight(settings, cfg["bootstrap_timeout_ms"] / 1000)
     with kafka_errors(settings):
-        consumer = KafkaConsumer(**consumer_config(settings, group_id, **overrides))
+        consumer = KafkaConsumer(**cfg)
         if topics:
             consumer.subscribe(list(topics))
         return consumer
@@ -226,8 +262,11 @@ def make_reader(settings: Settings, topic: str, *, from_beginning: bool = True,
     and for tests): nothing is committed, and it starts at the beginning (or the end).
 
     Raises `KafkaIOError` if the topic does not exist."""
+    cfg = consumer_config(settings, None, **{"client_id": "genre-reader", **overrides})
+    if _needs_preflight(settings):
+        _preflight(settings, cfg["bootstrap_timeout_ms"] / 1000)
     with kafka_errors(settings):
-        consumer = KafkaConsumer(**consumer_config(settings, None, client_id="genre-reader", **overrides))
+        consumer = KafkaConsumer(**cfg)
         try:
             deadline = time.monotonic() + timeout
             parts = consumer.partitions_for_topic(topic)
@@ -250,8 +289,11 @@ def make_reader(settings: Settings, topic: str, *, from_beginning: bool = True,
 
 
 def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:
+    cfg = admin_config(settings, **overrides)
+    if _needs_preflight(settings):
+        _preflight(settings, cfg["bootstrap_timeout_ms"] / 1000)
     with kafka_errors(settings):
-        return KafkaAdminClient(**admin_config(settings, **overrides))
+        return KafkaAdminClient(**cfg)
 
 
 def _tcp_reachable(bootstrap_servers: str, timeout: float = 1.0) -> bool:
@@ -277,16 +319,7 @@ def wait_for_broker(settings: Settings, timeout: float = 30.0) -> None:
         if time.monotonic() >= deadline:
             raise BrokerUnavailable(_unreachable_message(settings, f"no TCP connection in {timeout:.0f} s"))
         time.sleep(0.25)
-    remaining = max(2.0, deadline - time.monotonic())
-    with kafka_errors(settings):
-        admin = KafkaAdminClient(**admin_config(
-            settings, bootstrap_timeout_ms=int(remaining * 1000),
-            request_timeout_ms=int(max(remaining, 5.0) * 1000),
-        ))
-        try:
-            admin.describe_cluster()
-        finally:
-            admin.close()
+    _preflight(settings, max(1.0, deadline - time.monotonic()))
 
 
 # --------------------------------------------------------------------------------------

@@ -44,11 +44,29 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )
         self.device = Gauge("genre_classifier_device", "1 for the device the model runs on", ["service", "device"], registry=r)
+        self.queue_depth = Gauge(
+            "genre_classifier_queue_depth", "Chunks waiting for the inference thread", ["service"], registry=r
+        )
+        self.backpressure = Counter(
+            "genre_classifier_backpressure_pauses", "Times the consumer paused because the inference queue was full",
+            ["service"], registry=r,
+        )
+        self.model_info = Gauge(
+            "genre_classifier_model_info", "1 for the model version that new songs get", ["service", "version"], registry=r
+        )
+        self.model_reloads = Counter(
+            "genre_classifier_model_reloads", "Model artifact reloads by result (ok, failed)", ["service", "result"],
+            registry=r,
+        )
         self.verdicts = Counter("genre_verdicts", "Verdicts by genre and status", ["service", "genre", "status"], registry=r)
         self.end_to_end = Histogram(
             "genre_end_to_end_seconds", "From upload to verdict", ["service"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.inflight_songs = Gauge("genre_inflight_songs", "Songs with chunks seen but no verdict", ["service"], registry=r)
+        # Export the reconnect counter at 0 from the start: a labelled child exists only once
+        # touched, and the dashboard's reconnect panel and the GenreKafkaReconnecting alert
+        # would otherwise have no series at all on a healthy pipeline.
+        self.reconnects.labels(service)
 
     def serve(self, port: int) -> None:
         if port:

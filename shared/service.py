@@ -6,8 +6,23 @@ producer). A crash anywhere before the commit replays those records; downstream 
 are idempotent per song id, so a replay never yields a second, different verdict.
 
 A record that does not decode goes to the dead-letter topic with the reason and is
-committed; it never stops the consumer. A lost broker connection closes both clients,
-backs off exponentially and starts again from the last committed offsets.
+committed; it never stops the consumer.
+
+A lost broker is noticed within about HEALTH_INTERVAL_S + HEALTH_TIMEOUT_MS even when
+idle (kafka-python itself only retries quietly): the loop logs "lost the connection to
+Kafka", counts it (genre_kafka_reconnects_total, genre_errors_total{kind="kafka"}),
+closes both clients without waiting for unsendable records, backs off exponentially
+(BACKOFF_START_S doubling to BACKOFF_MAX_S) and starts again from the last committed
+offsets, logging "reconnected to Kafka" once it is back. Refused credentials are not
+retried: `AuthenticationFailed` ends the service (exit status 3 in the services).
+
+Memory stays bounded for long songs: kafka-python 3 has no producer buffer limit, so the
+loop waits for acknowledgements whenever FLUSH_BYTES of output are outstanding.
+
+SIGTERM/SIGINT: the record in hand is finished if it needs only its current output,
+otherwise handed back (not committed: the next owner redoes it from the start; a
+chunker stops mid-song within one chunk); everything acknowledged is committed and both
+clients are closed, then the process exits 0.
 """
 
 from __future__ import annotations
@@ -19,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterable, TypeVar
 
-from kafka.errors import KafkaError
+from kafka.errors import CommitFailedError, KafkaError
 
 from shared import kafka_io
 from shared.metrics import ServiceMetrics
@@ -31,6 +46,19 @@ logger = logging.getLogger(__name__)
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 15.0
 PAYLOAD_HEAD_BYTES = 256
+FLUSH_BYTES = 16 * 1024 * 1024
+"""Outstanding produced bytes after which the loop waits for acknowledgements."""
+ACK_TIMEOUT_S = 30.0
+HEALTH_INTERVAL_S = 5.0
+"""How often the loop asks the broker for end offsets (lag metrics and liveness)."""
+HEALTH_TIMEOUT_MS = 5000
+RECONNECT_BOOTSTRAP_TIMEOUT_MS = 10_000
+"""Each (re)connection attempt gives up after this, then backs off: a SIGTERM while the
+broker is away is honoured within about this long."""
+CLIENT_RECONNECT_BACKOFF_MAX_MS = 2000
+"""kafka-python's own reconnect backoff tops out at 30 s by default, which would leave a
+service idle for up to 30 s after the broker came back."""
+CLOSE_TIMEOUT_S = 5.0
 
 In = TypeVar("In", bound=Message)
 
@@ -85,7 +113,49 @@ def session_overrides(settings: Settings) -> dict[str, int]:
     return {
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": max(1000, settings.session_timeout_ms // 3),
+        "reconnect_backoff_max_ms": CLIENT_RECONNECT_BACKOFF_MAX_MS,
     }
+
+
+class HandedBack(Exception):
+    """Raised inside `_process` when a stop request interrupts a record mid-way."""
+
+
+def close_quietly(client: object, *, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    """Close a consumer or producer without waiting on a broker that may be gone."""
+    try:
+        if hasattr(client, "subscription"):  # a KafkaConsumer
+            client.close(autocommit=False, timeout_ms=int(timeout_s * 1000))  # type: ignore[attr-defined]
+        else:
+            client.close(timeout=timeout_s)  # type: ignore[attr-defined]
+    except Exception:  # closing a client whose broker vanished can raise anything
+        logger.debug("error while closing a Kafka client", exc_info=True)
+
+
+class KafkaNoiseFilter(logging.Filter):
+    """Lets each distinct kafka-python message through once per `window_s` per logger.
+
+    While the broker is away kafka-python logs every failed reconnect (several lines a
+    second); the service's own "lost the connection" / "reconnected" lines say what
+    matters. Installed on the root handlers, not on the "kafka" logger, so code that
+    watches kafka-python's records (kafka_io's authentication spy) still sees them all."""
+
+    def __init__(self, window_s: float = 30.0) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._last: dict[tuple[str, object], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("kafka") or record.levelno >= logging.CRITICAL:
+            return True
+        key = (record.name, record.msg)
+        t = time.monotonic()
+        if t - self._last.get(key, -1e9) < self.window_s:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = t
+        return True
 
 
 class StreamService(Generic[In]):
@@ -115,64 +185,139 @@ class StreamService(Generic[In]):
         self.max_poll_interval_ms = max_poll_interval_ms
         self.metrics = metrics or ServiceMetrics(name)
         self.stop = stop or StopFlag()
+        self._lost_since: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------
     def run_forever(self) -> None:
+        """Consume until stopped; reconnect with backoff whenever the broker goes away.
+
+        Raises `kafka_io.AuthenticationFailed` (credentials are not retried)."""
         backoff = BACKOFF_START_S
+        attempt = 0
         while not self.stop.is_set():
             try:
                 self._run_session()
                 backoff = BACKOFF_START_S
             except kafka_io.AuthenticationFailed:
                 raise
-            except (KafkaError, kafka_io.BrokerUnavailable, OSError) as exc:
-                self.metrics.reconnects.labels(self.name).inc()
+            except (KafkaError, kafka_io.KafkaIOError, OSError) as exc:
+                attempt += 1
                 self.metrics.errors.labels(self.name, "kafka").inc()
-                logger.warning("Kafka connection problem (%s: %s); reconnecting in %.1f s",
-                               type(exc).__name__, exc, backoff)
+                if self._lost_since is None:
+                    self._lost_since = time.monotonic()
+                    self.metrics.reconnects.labels(self.name).inc()
+                    logger.warning("%s lost the connection to Kafka at %s (%s: %s); reconnecting in %.1f s",
+                                   self.name, self.settings.bootstrap_servers, type(exc).__name__, exc, backoff)
+                else:
+                    logger.warning("%s: Kafka still unavailable (attempt %d: %s: %s); retrying in %.1f s",
+                                   self.name, attempt, type(exc).__name__, exc, backoff)
                 if self.stop.wait(backoff):
                     break
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
         logger.info("%s stopped", self.name)
 
+    def _connected(self) -> None:
+        if self._lost_since is not None:
+            logger.warning("%s reconnected to Kafka at %s after %.1f s", self.name,
+                           self.settings.bootstrap_servers, time.monotonic() - self._lost_since)
+            self._lost_since = None
+
     def _run_session(self) -> None:
+        boot = {"bootstrap_timeout_ms": RECONNECT_BOOTSTRAP_TIMEOUT_MS} if self._lost_since is not None else {}
         consumer = kafka_io.make_consumer(
             self.settings, self.group_id, [self.in_topic],
             max_poll_records=self.max_poll_records, max_poll_interval_ms=self.max_poll_interval_ms,
-            **session_overrides(self.settings),
+            **session_overrides(self.settings), **boot,
         )
-        producer = kafka_io.make_producer(self.settings)
+        try:
+            producer = kafka_io.make_producer(
+                self.settings, reconnect_backoff_max_ms=CLIENT_RECONNECT_BACKOFF_MAX_MS, **boot)
+        except BaseException:
+            close_quietly(consumer)
+            raise
         logger.info("%s consuming %s as group %s", self.name, self.in_topic, self.group_id)
+        healthy_at = 0.0
         try:
             while not self.stop.is_set():
                 batch = consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
                 if batch:
-                    self._process(batch, consumer, producer)
-                self._update_lag(consumer)
+                    try:
+                        self._process(batch, consumer, producer)
+                    except CommitFailedError as exc:
+                        # The group rebalanced while we worked: our outputs are out, the
+                        # records go to their new owner again (at-least-once, idempotent).
+                        logger.warning("%s: commit refused after a rebalance (%s); those records will be "
+                                       "processed again", self.name, exc)
+                        self.metrics.errors.labels(self.name, "commit").inc()
+                    self._connected()
+                if time.monotonic() - healthy_at >= HEALTH_INTERVAL_S:
+                    self._update_lag(consumer)  # raises KafkaTimeoutError when the broker is gone
+                    healthy_at = time.monotonic()
+                    self._connected()
+        except HandedBack:
+            pass
         finally:
-            for client in (consumer, producer):
-                try:
-                    client.close()
-                except Exception:  # closing a client whose broker vanished can raise anything
-                    logger.debug("error while closing a Kafka client", exc_info=True)
+            close_quietly(consumer)
+            close_quietly(producer)
 
     # -- one poll's worth of records --------------------------------------------------
     def _process(self, batch: dict, consumer: object, producer: object) -> None:
-        futures = []
-        offsets = {}
+        """Produce every record's outputs, wait for their acknowledgement, commit.
+
+        On a stop request the record in hand is abandoned (not committed) unless it is
+        done; records not yet started are left for the next owner."""
+        futures: list = []
+        offsets: dict = {}
+        outstanding = 0
+        handed_back = False
         for tp, records in batch.items():
             for rec in records:
+                if self.stop.is_set():
+                    handed_back = True
+                    break
                 self.metrics.messages_in.labels(self.name, tp.topic).inc()
-                for out in self._outputs_for(rec):
-                    futures.append(
-                        producer.send(out.topic, key=out.key.encode("utf-8"), value=out.message.encode())  # type: ignore[attr-defined]
-                    )
-                    self.metrics.messages_out.labels(self.name, out.topic).inc()
+                outputs = iter(self._outputs_for(rec))
+                done = True
+                try:
+                    out = next(outputs, None)
+                    while out is not None:
+                        value = out.message.encode()
+                        futures.append(producer.send(out.topic, key=out.key.encode("utf-8"), value=value))  # type: ignore[attr-defined]
+                        self.metrics.messages_out.labels(self.name, out.topic).inc()
+                        outstanding += len(value)
+                        if outstanding >= FLUSH_BYTES:
+                            self._await(producer, futures)
+                            futures, outstanding = [], 0
+                        out = next(outputs, None)
+                        if out is not None and self.stop.is_set():
+                            done = False  # more to come (a long song): hand the record back
+                            break
+                finally:
+                    close = getattr(outputs, "close", None)
+                    if close is not None:
+                        close()  # stops an abandoned song's decoder (kills ffmpeg)
+                if not done:
+                    # Its outputs so far are sent; the next owner redoes it from the start and
+                    # downstream stages take the repeated chunks as replays (idempotent).
+                    logger.info("%s: stop requested; handing back %s[%d]@%d", self.name, tp.topic,
+                                tp.partition, rec.offset)
+                    handed_back = True
+                    break
                 offsets[tp] = rec.offset + 1
-        producer.flush()  # type: ignore[attr-defined]
-        for f in futures:
-            f.get(timeout=30)  # raises if any send failed: then nothing is committed
+            if handed_back:
+                break
+        self._await(producer, futures)
         kafka_io.commit_offsets(consumer, offsets)
+        if handed_back:
+            raise HandedBack()
+
+    @staticmethod
+    def _await(producer: object, futures: list) -> None:
+        """Block until every produced record is acknowledged; raise if any failed."""
+        producer.flush(timeout=ACK_TIMEOUT_S)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        for f in futures:
+            f.get(timeout=max(0.1, deadline - time.monotonic()))  # raises: then nothing is committed
 
     def _outputs_for(self, rec: object) -> Iterable[Output]:
         try:
@@ -200,7 +345,22 @@ class StreamService(Generic[In]):
         return Output(self.settings.topic_deadletter, dl.key or f"{dl.topic}-{dl.partition}-{dl.offset}", dl)
 
     def _update_lag(self, consumer: object) -> None:
-        for tp, lag in kafka_io.consumer_lag(consumer).items():
+        """Export the lag; a broker that does not answer within HEALTH_TIMEOUT_MS raises."""
+        assigned = list(consumer.assignment())  # type: ignore[attr-defined]
+        if not assigned:
+            # No partitions (yet): still make one round trip so a dead broker is noticed.
+            consumer.end_offsets([kafka_io.TopicPartition(self.in_topic, 0)], timeout_ms=HEALTH_TIMEOUT_MS)  # type: ignore[attr-defined]
+            return
+        ends = consumer.end_offsets(assigned, timeout_ms=HEALTH_TIMEOUT_MS)  # type: ignore[attr-defined]
+        for tp in assigned:
+            end = ends.get(tp)
+            try:
+                pos = consumer.position(tp, timeout_ms=HEALTH_TIMEOUT_MS)  # type: ignore[attr-defined]
+            except KafkaError:
+                continue
+            if end is None or pos is None:
+                continue
+            lag = max(0, int(end) - int(pos))
             self.metrics.consumer_lag.labels(self.name, self.group_id, tp.topic, str(tp.partition)).set(lag)
 
 
@@ -210,3 +370,6 @@ def configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    noise = KafkaNoiseFilter()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(noise)

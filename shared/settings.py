@@ -70,6 +70,19 @@ class Settings:
     """Prometheus port; 0 disables the HTTP endpoint."""
     batch_max_size: int = field(default=64, metadata={"env": "GENRE_BATCH_MAX_SIZE"})
     batch_max_wait_ms: float = field(default=50.0, metadata={"env": "GENRE_BATCH_MAX_WAIT_MS"})
+    batch_preferred_sizes: str = field(default="", metadata={"env": "GENRE_BATCH_PREFERRED_SIZES"})
+    """Classifier: comma-separated batch sizes to take at once when that many chunks wait
+    (Triton's preferred sizes, e.g. "32,64"); empty: fill to the maximum or the wait."""
+    classifier_queue_max: int = field(default=0, metadata={"env": "GENRE_CLASSIFIER_QUEUE_MAX"})
+    """Classifier: chunks queued for the inference thread before the consumer pauses
+    (backpressure); 0 means 4 x GENRE_BATCH_MAX_SIZE."""
+    mixed_precision: bool = field(default=False, metadata={"env": "GENRE_MIXED_PRECISION"})
+    """Classifier: run the network in float16 (mixed_float16, output layer in float32) on a
+    GPU. Ignored (with a warning) on CPU. All replicas of a group should agree on it."""
+    model_check_interval_s: float = field(default=5.0, metadata={"env": "GENRE_MODEL_CHECK_INTERVAL_S"})
+    """Classifier: how often the model folder is checked for a new artifact (hot reload)."""
+    classifier_stale_song_s: float = field(default=900.0, metadata={"env": "GENRE_CLASSIFIER_STALE_SONG_S"})
+    """Classifier: a song with no new chunk for this long gets an error verdict (a chunk was lost)."""
     poll_timeout_ms: int = field(default=500, metadata={"env": "GENRE_POLL_TIMEOUT_MS"})
     session_timeout_ms: int = field(default=10_000, metadata={"env": "GENRE_SESSION_TIMEOUT_MS"})
     """How soon a dead consumer's partitions move to a live one (heartbeats every third of it)."""

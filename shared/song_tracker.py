@@ -10,7 +10,15 @@ Mechanism (why no song is lost and none gets two different verdicts):
   song whose verdict was already published (its chunk 0 lies before the committed offset),
   so it is ignored.
 - Replays recompute the same probabilities with the same model, so a re-emitted verdict
-  is identical; the verdict topic is compacted and keyed by song id.
+  is identical; the verdict topic is compacted and keyed by song id. (Predictions do not
+  depend on which other chunks share a batch: each row of a batch is computed alone.)
+- A song is pinned to the model version that predicted its chunk 0 (`model_version`), so
+  a model swapped in while the song is open never mixes two models in one verdict.
+- With the classifier's worker thread, only the worker calls this class, and it sees each
+  partition's records in offset order. On a rebalance the poll thread queues a marker
+  behind the revoked partitions' records; the worker drains them, the offsets from
+  `safe_offsets()` are committed once the outputs are acknowledged, and then
+  `forget_partitions` drops their songs: the next owner rebuilds them from chunk 0.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ class _Open:
     tally: VoteTally
     partition: Hashable
     first_offset: int
+    model_version: str = ""
     updated: float = field(default_factory=time.monotonic)
 
 
@@ -52,14 +61,18 @@ class SongTracker:
         produced_at: float = 0.0,
         probabilities: np.ndarray | None = None,
         error: str = "",
+        model_version: str = "",
     ) -> VoteTally | None:
-        """Record one chunk's outcome; returns the tally when this record completes its song."""
+        """Record one chunk's outcome; returns the tally when this record completes its song.
+
+        `model_version` is remembered when the record opens the song (chunk 0)."""
         self._next_offset[partition] = max(self._next_offset.get(partition, 0), offset + 1)
         entry = self._open.get(song_id)
         if entry is None:
             if index != 0:
                 return None  # the song's verdict was published before our start offset
-            entry = _Open(VoteTally(song_id, filename, produced_at, first_seen=time.time()), partition, offset)
+            entry = _Open(VoteTally(song_id, filename, produced_at, first_seen=time.time()), partition, offset,
+                          model_version)
             self._open[song_id] = entry
         entry.tally.add(index, last, probabilities, error)
         entry.updated = time.monotonic()
@@ -67,6 +80,21 @@ class SongTracker:
             del self._open[song_id]
             return entry.tally
         return None
+
+    def is_open(self, song_id: str) -> bool:
+        return song_id in self._open
+
+    def model_version(self, song_id: str) -> str | None:
+        """The model version the open song is pinned to (None if it is not open)."""
+        entry = self._open.get(song_id)
+        return None if entry is None else entry.model_version
+
+    def versions_in_use(self) -> set[str]:
+        return {e.model_version for e in self._open.values()}
+
+    def would_open_or_extend(self, song_id: str, index: int) -> bool:
+        """False for a record `observe` would ignore (a tail of a song already decided)."""
+        return index == 0 or song_id in self._open
 
     def advance(self, partition: Hashable, offset: int) -> None:
         """A record that holds no chunk (dead-lettered) is done once seen."""
@@ -89,8 +117,12 @@ class SongTracker:
 
     def stale(self, older_than_s: float) -> list[VoteTally]:
         """Songs with no progress for `older_than_s` (a chunk lost upstream); removed."""
+        return [t for t, _v in self.stale_with_versions(older_than_s)]
+
+    def stale_with_versions(self, older_than_s: float) -> list[tuple[VoteTally, str]]:
+        """Like `stale`, with the model version each song was pinned to."""
         cutoff = time.monotonic() - older_than_s
-        out = [e.tally for s, e in self._open.items() if e.updated < cutoff]
-        for t in out:
+        out = [(e.tally, e.model_version) for e in self._open.values() if e.updated < cutoff]
+        for t, _v in out:
             del self._open[t.song_id]
         return out

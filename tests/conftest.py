@@ -2,7 +2,9 @@
 
 pytest_plugins = [
     "tests.fixtures.audio",
+    "tests.fixtures.bad_input",
     "tests.fixtures.broker",
     "tests.fixtures.models",
+    "tests.fixtures.prometheus",
     "tests.fixtures.services",
 ]

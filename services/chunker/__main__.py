@@ -6,6 +6,8 @@ import logging
 import sys
 from typing import Iterator
 
+from kafka.errors import KafkaError
+
 from shared import kafka_io
 from shared.audio import DecodeError, chunk_song
 from shared.blobstore import BlobNotFound, BlobStore
@@ -21,7 +23,11 @@ SERVICE = "chunker"
 
 def song_chunks(ref: SongRef, settings: Settings, store: BlobStore, spec: FeatureSpec,
                 metrics: ServiceMetrics) -> Iterator[Output]:
-    """Every chunk of one song, then (on failure) one error chunk that ends the song."""
+    """Every chunk of one song, then (on failure) one error chunk that ends the song.
+
+    Any failure of the song itself (not of Kafka) ends it with an error chunk, so the
+    classifier closes the song with an error verdict at once instead of waiting for
+    chunks that will never come."""
     index = 0
 
     def out(chunk: Chunk) -> Output:
@@ -36,11 +42,19 @@ def song_chunks(ref: SongRef, settings: Settings, store: BlobStore, spec: Featur
             yield out(Chunk(song_id=ref.song_id, filename=ref.filename, index=c.index, last=c.last,
                             sample_rate=spec.sample_rate, n_samples=c.n_samples, pcm=c.pcm,
                             produced_at=ref.produced_at, chunked_at=now()))
-    except (DecodeError, BlobNotFound) as exc:
-        metrics.errors.labels(SERVICE, "decode").inc()
-        logger.info("song %s (%s): %s", ref.song_id, ref.filename, exc)
+    except (KafkaError, kafka_io.KafkaIOError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - hostile input must end as a verdict, not a crash
+        expected = isinstance(exc, (DecodeError, BlobNotFound))
+        metrics.errors.labels(SERVICE, "decode" if expected else "chunk").inc()
+        if expected:
+            logger.info("song %s (%r): %s", ref.song_id, ref.filename, exc)
+            reason = str(exc)
+        else:
+            logger.exception("song %s (%r): chunking failed", ref.song_id, ref.filename)
+            reason = f"chunking failed: {type(exc).__name__}: {exc}"
         yield out(Chunk(song_id=ref.song_id, filename=ref.filename, index=index, last=True,
-                        sample_rate=spec.sample_rate, n_samples=0, error=str(exc),
+                        sample_rate=spec.sample_rate, n_samples=0, error=reason,
                         produced_at=ref.produced_at, chunked_at=now()))
 
 
@@ -59,7 +73,7 @@ def main() -> int:
     try:
         service.run_forever()
     except kafka_io.AuthenticationFailed as exc:
-        logger.error("%s", exc)
+        logger.error("authentication with Kafka failed, exiting with status 3: %s", exc)
         return 3
     return 0
 

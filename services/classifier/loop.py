@@ -1,115 +1,124 @@
-"""The classifier's consume-batch-predict-vote loop.
+"""The classifier's poll thread: consume -> queue -> (inference thread) -> publish -> commit.
 
-Features from many polls and many songs are gathered into one `predict` call, bounded by
-GENRE_BATCH_MAX_SIZE chunks and GENRE_BATCH_MAX_WAIT_MS of waiting, because one call per
-chunk costs ~14x more per chunk on CPU. Offsets are committed only up to the first
-record of the oldest song without a verdict (see shared.song_tracker).
+Threads and who touches what:
+
+- The **poll thread** (this module) is the only one that touches the Kafka consumer and
+  the producer (kafka-python consumers are not thread-safe). It decodes feature records
+  and queues them (`batching.WorkQueue`), publishes what the worker made, and commits.
+- The **inference thread** (`worker.InferenceWorker`) forms dynamic batches across polls
+  and songs (GENRE_BATCH_MAX_SIZE, GENRE_BATCH_MAX_WAIT_MS, GENRE_BATCH_PREFERRED_SIZES),
+  predicts, votes, and owns the per-song state and the commit watermark.
+
+Backpressure: when GENRE_CLASSIFIER_QUEUE_MAX chunks are queued the consumer pauses its
+partitions and keeps polling (heartbeats and `max.poll.interval.ms` stay satisfied; the
+poll thread never waits on inference except for a bounded drain on rebalance/shutdown); it
+resumes below half. Memory is bounded by the queue plus one fetch.
+
+Delivery: the worker posts, after each batch, the offsets below which every song has its
+verdict (shared.song_tracker). The poll thread commits such a snapshot only when every
+output posted up to it has been acknowledged (acks=all). A crash replays from there; a
+replay recomputes the same predictions (row results do not depend on batch composition)
+and so the same verdict, keyed by song id on the compacted verdict topic.
+
+Rebalance (partitions revoked, inside poll): a `revoke` marker goes into the queue behind
+every queued record; the worker drains them (no batching wait) and answers with the final
+offsets of the revoked partitions, the poll thread publishes, waits for the acks and commits
+them, and the worker forgets those songs. The new owner re-reads every song still open from
+its chunk 0. If the drain does not finish within DRAIN_TIMEOUT_S (a stuck device), the
+queued records are dropped and nothing more is committed for those partitions: the next
+owner redoes that work (duplicates are identical).
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import queue
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from collections import deque
+from typing import Any, Hashable
 
-import numpy as np
 from kafka import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 
 from shared import kafka_io
-from shared.featurespec import ChunkFeatures, SpecMismatch, require_same_spec
 from shared.metrics import ServiceMetrics
-from shared.model import ModelArtifact, ModelLoadError
-from shared.schemas import Features, Prediction, SchemaError, decode
-from shared.service import BACKOFF_MAX_S, BACKOFF_START_S, Output, StopFlag, dead_letter, session_overrides
+from shared.schemas import Features, SchemaError, decode
+from shared.service import (
+    BACKOFF_MAX_S,
+    BACKOFF_START_S,
+    Output,
+    StopFlag,
+    close_quietly,
+    dead_letter,
+    session_overrides,
+)
 from shared.settings import Settings
-from shared.song_tracker import SongTracker
-from shared.verdicts import error_verdict, verdict_from_tally
+
+from services.classifier.batching import Item, Marker, WorkQueue
+from services.classifier.models import ModelHolder
+from services.classifier.worker import Done, Failed, InferenceWorker
 
 logger = logging.getLogger("services.classifier")
 SERVICE = "classifier"
-MODEL_CHECK_INTERVAL_S = 5.0
-STALE_SONG_S = 900.0
+MAX_POLL_INTERVAL_MS = 300_000
+DRAIN_TIMEOUT_S = 60.0
+"""Longest wait for the worker on a rebalance or shutdown (well under max.poll.interval)."""
+COMMIT_INTERVAL_S = 0.2
+BUSY_POLL_MS = 5
+"""Poll timeout while work is in flight, so finished batches are published promptly."""
+HEALTH_INTERVAL_S = 5.0
+"""How often the poll thread asks the broker for end offsets (lag metrics, and liveness:
+kafka-python only retries quietly when the broker is gone)."""
+HEALTH_TIMEOUT_MS = 5000
+RECONNECT_BOOTSTRAP_TIMEOUT_MS = 10_000
 
 
-@dataclass
-class Pending:
-    partition: object  # TopicPartition
-    offset: int
-    features: Features
-    arrived: float
+class WorkerDied(RuntimeError):
+    pass
 
 
-class ModelHolder:
-    """The current model; reloaded between batches when its metadata.json changes."""
-
-    def __init__(self, path: str, metrics: ServiceMetrics) -> None:
-        self.path = path
-        self.metrics = metrics
-        self.model = ModelArtifact.load(path)
-        self._stamp = self._read_stamp()
-        self._checked = time.monotonic()
-        self._announce()
-
-    def _read_stamp(self) -> tuple[float, str]:
-        meta = Path(self.path) / "metadata.json"
-        try:
-            return (meta.stat().st_mtime, os.path.realpath(self.path))
-        except OSError:
-            return (0.0, "")
-
-    def _announce(self) -> None:
-        device = getattr(self.model, "device", "CPU")
-        device = device() if callable(device) else device
-        self.metrics.device.clear()
-        self.metrics.device.labels(SERVICE, str(device)).set(1)
-        logger.info("model %s (%d genres: %s) on device %s", self.model.version, len(self.model.genres),
-                    ", ".join(self.model.genres), device)
-
-    def maybe_reload(self) -> None:
-        if time.monotonic() - self._checked < MODEL_CHECK_INTERVAL_S:
-            return
-        self._checked = time.monotonic()
-        stamp = self._read_stamp()
-        if stamp == self._stamp:
-            return
-        try:
-            new = ModelArtifact.load(self.path)
-        except ModelLoadError as exc:
-            logger.error("model at %s changed but does not load (%s); keeping %s", self.path, exc, self.model.version)
-            self._stamp = stamp
-            return
-        logger.info("model changed: %s -> %s", self.model.version, new.version)
-        self.model, self._stamp = new, stamp
-        self._announce()
+def queue_capacity(settings: Settings) -> int:
+    return settings.classifier_queue_max if settings.classifier_queue_max > 0 else 4 * max(1, settings.batch_max_size)
 
 
 class ClassifierLoop:
-    def __init__(self, settings: Settings, metrics: ServiceMetrics, stop: StopFlag | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: ServiceMetrics, stop: StopFlag | None = None,
+                 holder: Any | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.stop = stop or StopFlag()
-        self.holder = ModelHolder(settings.model_path, metrics)
-        self.tracker = SongTracker()
-        self.pending: list[Pending] = []
+        self.holder = holder or ModelHolder(settings.model_path, metrics, mixed_precision=settings.mixed_precision,
+                                            check_interval_s=settings.model_check_interval_s)
+        self.lost_since: float | None = None
+
+    def connected(self) -> None:
+        if self.lost_since is not None:
+            logger.warning("classifier reconnected to Kafka at %s after %.1f s", self.settings.bootstrap_servers,
+                           time.monotonic() - self.lost_since)
+            self.lost_since = None
 
     # -- lifecycle --------------------------------------------------------------------
     def run_forever(self) -> None:
         backoff = BACKOFF_START_S
+        attempt = 0
         while not self.stop.is_set():
             try:
                 self._run_session()
                 backoff = BACKOFF_START_S
             except kafka_io.AuthenticationFailed:
                 raise
-            except (KafkaError, kafka_io.BrokerUnavailable, OSError) as exc:
-                self.metrics.reconnects.labels(SERVICE).inc()
+            except (KafkaError, kafka_io.KafkaIOError, OSError) as exc:
+                attempt += 1
                 self.metrics.errors.labels(SERVICE, "kafka").inc()
-                logger.warning("Kafka connection problem (%s: %s); reconnecting in %.1f s", type(exc).__name__, exc, backoff)
-                self.tracker = SongTracker()
-                self.pending = []
+                if self.lost_since is None:
+                    self.lost_since = time.monotonic()
+                    self.metrics.reconnects.labels(SERVICE).inc()
+                    logger.warning("classifier lost the connection to Kafka at %s (%s: %s); reconnecting in %.1f s "
+                                   "from the committed offsets", self.settings.bootstrap_servers,
+                                   type(exc).__name__, exc, backoff)
+                else:
+                    logger.warning("classifier: Kafka still unavailable (attempt %d: %s: %s); retrying in %.1f s",
+                                   attempt, type(exc).__name__, exc, backoff)
                 if self.stop.wait(backoff):
                     break
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
@@ -117,154 +126,265 @@ class ClassifierLoop:
 
     def _run_session(self) -> None:
         s = self.settings
+        boot = {"bootstrap_timeout_ms": RECONNECT_BOOTSTRAP_TIMEOUT_MS} if self.lost_since is not None else {}
+        overrides = session_overrides(s)
         consumer = kafka_io.make_consumer(
-            s, s.group_classifier, [], max_poll_records=s.batch_max_size, max_poll_interval_ms=300_000,
-            **session_overrides(s),
+            s, s.group_classifier, [], max_poll_records=max(s.batch_max_size, 64),
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS, **overrides, **boot,
         )
-        producer = kafka_io.make_producer(s)
-        loop = self
+        try:
+            producer = kafka_io.make_producer(s, **{k: v for k, v in overrides.items() if k.startswith("reconnect")},
+                                              **boot)
+        except BaseException:
+            close_quietly(consumer)
+            raise
+        session = _Session(self, consumer, producer)
+        try:
+            session.run()
+        finally:
+            session.teardown()
+
+
+class _Session:
+    """One consumer/producer pair, one queue, one worker: rebuilt after a connection loss."""
+
+    def __init__(self, loop: ClassifierLoop, consumer: Any, producer: Any) -> None:
+        self.loop = loop
+        self.settings = loop.settings
+        self.metrics = loop.metrics
+        self.stop = loop.stop
+        self.consumer = consumer
+        self.producer = producer
+        self.work = WorkQueue(queue_capacity(self.settings))
+        self.worker = InferenceWorker(self.work, loop.holder, self.settings, self.metrics)
+        self.generation = 0  # revoke markers issued; commits use snapshots of the same generation
+        self.pending: deque[tuple[list[Any], Done]] = deque()  # (futures, done) in posting order
+        self.to_commit: dict[Hashable, int] = {}
+        self.committed: dict[Hashable, int] = {}
+        self.last_commit = 0.0
+        self.paused = False
+        self.marker_seq = 0
+        self.answered: dict[int, Done] = {}
+        self.last_health = 0.0
+        self.outstanding = 0  # items queued and not yet answered by a Done
+        self.failure: Failed | None = None
+
+    # -- main loop --------------------------------------------------------------------
+    def run(self) -> None:
+        s = self.settings
+        session = self
 
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):  # type: ignore[no-untyped-def]
-                # Finish what we hold, publish its verdicts, commit, and let the next owner go on.
-                loop._run_batch(consumer, producer)
-                loop.tracker.forget_partitions(set(revoked))
+                session.on_revoked(set(revoked))
 
             def on_partitions_assigned(self, assigned):  # type: ignore[no-untyped-def]
-                logger.info("assigned %d partitions", len(assigned))
+                session.paused = False  # a new assignment starts unpaused
+                logger.info("assigned %d partitions: %s", len(assigned),
+                            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)))
 
-        consumer.subscribe([s.topic_features], listener=Listener())
-        try:
-            while not self.stop.is_set():
-                timeout = self._poll_timeout_ms()
-                batch = consumer.poll(timeout_ms=timeout, max_records=s.batch_max_size - len(self.pending) or 1)
-                now = time.monotonic()
-                dlq: list[Output] = []
-                for tp, records in batch.items():
-                    for rec in records:
-                        self.metrics.messages_in.labels(SERVICE, tp.topic).inc()
-                        try:
-                            feats = decode(rec.value, Features)
-                        except SchemaError as exc:
-                            self.metrics.deadletters.labels(SERVICE, tp.topic).inc()
-                            logger.warning("dead-lettering %s[%d]@%d: %s", tp.topic, tp.partition, rec.offset, exc)
-                            dl = dead_letter(SERVICE, rec, str(exc))
-                            dlq.append(Output(s.topic_deadletter, dl.key or f"{tp.topic}-{tp.partition}-{rec.offset}", dl))
-                            self.tracker.advance(tp, rec.offset)
-                            continue
-                        self.pending.append(Pending(tp, rec.offset, feats, now))
-                self._send(producer, dlq)
-                if self._batch_due() or self.stop.is_set():
-                    self._run_batch(consumer, producer)
-                elif dlq:
-                    self._commit(consumer, producer)
-                self._expire_stale(consumer, producer)
-                for tp, lag in kafka_io.consumer_lag(consumer).items():
-                    self.metrics.consumer_lag.labels(SERVICE, s.group_classifier, tp.topic, str(tp.partition)).set(lag)
-                self.metrics.inflight_songs.labels(SERVICE).set(len(self.tracker))
-                self.holder.maybe_reload()
-            self._run_batch(consumer, producer)
-        finally:
-            for client in (consumer, producer):
+        self.consumer.subscribe([s.topic_features], listener=Listener())
+        self.worker.start()
+        logger.info("classifier consuming %s as group %s (batch <= %d, wait <= %g ms, queue <= %d)",
+                    s.topic_features, s.group_classifier, s.batch_max_size, s.batch_max_wait_ms, self.work.capacity)
+        while not self.stop.is_set():
+            self.collect()
+            self.settle()
+            self.backpressure()
+            busy = self.outstanding > 0 or bool(self.pending)
+            timeout = BUSY_POLL_MS if busy else s.poll_timeout_ms
+            batch = self.consumer.poll(timeout_ms=timeout, max_records=max(1, self.work.room()))
+            if batch:
+                self.enqueue(batch)
+                self.loop.connected()
+            self.health()
+        self.shutdown()
+
+    def enqueue(self, batch: dict) -> None:
+        s = self.settings
+        now = time.monotonic()
+        items: list[Item] = []
+        dlq: list[Output] = []
+        for tp, records in batch.items():
+            for rec in records:
+                self.metrics.messages_in.labels(SERVICE, tp.topic).inc()
                 try:
-                    client.close()
-                except Exception:
-                    logger.debug("error closing a Kafka client", exc_info=True)
+                    feats = decode(rec.value, Features)
+                except SchemaError as exc:
+                    self.metrics.deadletters.labels(SERVICE, tp.topic).inc()
+                    logger.warning("dead-lettering %s[%d]@%d: %s", tp.topic, tp.partition, rec.offset, exc)
+                    dl = dead_letter(SERVICE, rec, str(exc))
+                    dlq.append(Output(s.topic_deadletter, dl.key or f"{tp.topic}-{tp.partition}-{rec.offset}", dl))
+                    items.append(Item(tp, rec.offset, None, now))  # the watermark passes it in order
+                    continue
+                items.append(Item(tp, rec.offset, feats, now))
+        # Dead letters are sent before their Item is queued, so they are acknowledged
+        # before any snapshot that includes their offset is committed.
+        futures = self.send(dlq)
+        if futures:
+            self.pending.append((futures, Done([], {}, -1)))
+        self.work.put_many(items)
+        self.outstanding += len(items)
 
-    # -- batching ---------------------------------------------------------------------
-    def _poll_timeout_ms(self) -> int:
-        if not self.pending:
-            return self.settings.poll_timeout_ms
-        waited = (time.monotonic() - self.pending[0].arrived) * 1000
-        return max(0, int(self.settings.batch_max_wait_ms - waited))
-
-    def _batch_due(self) -> bool:
-        if not self.pending:
-            return False
-        if len(self.pending) >= self.settings.batch_max_size:
-            return True
-        return (time.monotonic() - self.pending[0].arrived) * 1000 >= self.settings.batch_max_wait_ms
-
-    def _run_batch(self, consumer: object, producer: object) -> None:
-        if not self.pending:
-            return
-        model = self.holder.model
-        batch, self.pending = self.pending, []
-        started = time.monotonic()
-        errors: dict[int, str] = {}
-        usable: list[int] = []
-        for i, p in enumerate(batch):
-            self.metrics.queue_wait.labels(SERVICE).observe(started - p.arrived)
-            if p.features.error:
-                errors[i] = p.features.error
-                continue
-            try:
-                require_same_spec(p.features.spec_id, model.spec)
-                usable.append(i)
-            except SpecMismatch as exc:
-                errors[i] = str(exc)
-        probs: dict[int, np.ndarray] = {}
-        if usable:
-            t0 = time.perf_counter()
-            feats = [ChunkFeatures(**{k: np.asarray(v) for k, v in batch[i].features.arrays.items()}) for i in usable]
-            try:
-                out = model.predict(feats)
-                probs = {i: out[j] for j, i in enumerate(usable)}
-            except Exception as exc:  # e.g. a wrong array shape that passed the schema
-                logger.exception("predict failed on a batch of %d", len(usable))
-                self.metrics.errors.labels(SERVICE, "predict").inc()
-                for i in usable:
-                    errors[i] = f"prediction failed: {exc}"
-            self.metrics.batch_size.labels(SERVICE).observe(len(usable))
-            self.metrics.processing_seconds.labels(SERVICE, "predict").observe(time.perf_counter() - t0)
-        outputs: list[Output] = []
-        for i, p in enumerate(batch):
-            f = p.features
-            err = errors.get(i, "")
-            pr = probs.get(i)
-            outputs.append(Output(self.settings.topic_predictions, f.song_id, Prediction(
-                song_id=f.song_id, filename=f.filename, index=f.index, last=f.last,
-                probabilities=[] if pr is None else [float(x) for x in pr], genres=list(model.genres),
-                model_version=model.version, error=err, produced_at=f.produced_at,
-            )))
-            tally = self.tracker.observe(p.partition, p.offset, f.song_id, index=f.index, last=f.last,
-                                         filename=f.filename, produced_at=f.produced_at, probabilities=pr, error=err)
-            if tally is not None:
-                outputs.append(self._verdict_output(verdict_from_tally(tally, model.genres, model.version)))
-        self._send(producer, outputs)
-        self._commit(consumer, producer)
-
-    def _verdict_output(self, verdict) -> Output:  # type: ignore[no-untyped-def]
-        self.metrics.verdicts.labels(SERVICE, verdict.genre or "-", verdict.status).inc()
-        if verdict.produced_at:
-            self.metrics.end_to_end.labels(SERVICE).observe(max(0.0, verdict.verdict_at - verdict.produced_at))
-        return Output(self.settings.topic_verdicts, verdict.song_id, verdict)
-
-    def _expire_stale(self, consumer: object, producer: object) -> None:
-        stale = self.tracker.stale(STALE_SONG_S)
-        if not stale:
-            return
-        outs = []
-        for t in stale:
-            missing = [i for i in range((t.last_index or 0) + 1) if i not in t.probabilities and i not in t.errors]
-            reason = f"incomplete: chunks {missing or 'after the last seen'} never arrived within {STALE_SONG_S:g} s"
-            outs.append(self._verdict_output(error_verdict(t.song_id, t.filename, reason, self.holder.model.version,
-                                                           produced_at=t.produced_at)))
-        self._send(producer, outs)
-        self._commit(consumer, producer)
-
-    # -- Kafka ------------------------------------------------------------------------
-    def _send(self, producer: object, outputs: list[Output]) -> None:
-        self._futures = getattr(self, "_futures", [])
+    # -- publishing and committing ----------------------------------------------------
+    def send(self, outputs: list[Output]) -> list[Any]:
+        futures = []
         for out in outputs:
-            self._futures.append(producer.send(out.topic, key=out.key.encode("utf-8"), value=out.message.encode()))  # type: ignore[attr-defined]
+            futures.append(self.producer.send(out.topic, key=out.key.encode("utf-8"), value=out.message.encode()))
             self.metrics.messages_out.labels(SERVICE, out.topic).inc()
+        return futures
 
-    def _commit(self, consumer: object, producer: object) -> None:
-        producer.flush()  # type: ignore[attr-defined]
-        futures, self._futures = getattr(self, "_futures", []), []
-        for f in futures:
-            f.get(timeout=30)
-        offsets = self.tracker.safe_offsets()
-        if offsets:
-            kafka_io.commit_offsets(consumer, offsets)
+    def collect(self) -> None:
+        """Publish everything the worker finished since the last call."""
+        while True:
+            if self.failure is not None:  # also re-raised here when it surfaced inside a callback
+                raise WorkerDied(f"inference worker failed: {self.failure.error!r}") from self.failure.error
+            try:
+                got = self.worker.results.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(got, Failed):
+                self.failure = got
+                continue
+            self.outstanding -= got.chunks
+            self.pending.append((self.send(got.outputs), got))
+            if got.marker is not None:
+                self.answered[got.marker.seq] = got
+            self.metrics.inflight_songs.labels(SERVICE).set(got.inflight_songs)
+
+    def settle(self, force: bool = False) -> None:
+        """Retire acknowledged outputs in order; commit the newest snapshot they cover."""
+        while self.pending:
+            futures, done = self.pending[0]
+            if not all(f.is_done for f in futures):
+                break
+            for f in futures:
+                if f.failed():
+                    raise kafka_io.DeliveryFailed(f"a classifier output was not acknowledged: {f.exception}")
+            self.pending.popleft()
+            if done.generation == self.generation and done.marker is None:
+                self.to_commit = dict(done.offsets)
+        if self.to_commit and (force or time.monotonic() - self.last_commit >= COMMIT_INTERVAL_S):
+            self.commit(self.to_commit)
+            self.to_commit = {}
+
+    def commit(self, offsets: dict[Hashable, int], *, assigned_only: bool = True) -> None:
+        if assigned_only:
+            assigned = set(self.consumer.assignment())
+            offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
+        offsets = {tp: o for tp, o in offsets.items() if self.committed.get(tp, -1) != o}
+        self.last_commit = time.monotonic()
+        if not offsets:
+            return
+        try:
+            kafka_io.commit_offsets(self.consumer, offsets)
+        except KafkaError as exc:  # e.g. CommitFailedError after a rebalance: the records replay
+            logger.warning("offset commit failed (%s); those records will be processed again", exc)
+            return
+        self.committed.update(offsets)
+
+    def wait_acked(self, deadline: float) -> bool:
+        """Publish and settle until nothing is pending (or the deadline passes)."""
+        self.producer.flush(timeout=max(0.1, deadline - time.monotonic()))
+        while self.pending and time.monotonic() < deadline:
+            self.collect()
+            self.settle()
+            if self.pending:
+                time.sleep(0.005)
+        return not self.pending
+
+    # -- backpressure, metrics --------------------------------------------------------
+    def backpressure(self) -> None:
+        depth = len(self.work)
+        self.metrics.queue_depth.labels(SERVICE).set(depth)
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return
+        if not self.paused and depth >= self.work.capacity:
+            self.consumer.pause(*assigned)
+            self.paused = True
+            self.metrics.backpressure.labels(SERVICE).inc()
+        elif self.paused and depth <= self.work.capacity // 2:
+            self.consumer.resume(*assigned)
+            self.paused = False
+
+    def health(self) -> None:
+        """Every HEALTH_INTERVAL_S: export the lag; a broker that does not answer raises
+        (KafkaTimeoutError), and the session starts again from the committed offsets."""
+        now = time.monotonic()
+        if now - self.last_health < HEALTH_INTERVAL_S:
+            return
+        s = self.settings
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            self.consumer.end_offsets([kafka_io.TopicPartition(s.topic_features, 0)], timeout_ms=HEALTH_TIMEOUT_MS)
+        else:
+            ends = self.consumer.end_offsets(assigned, timeout_ms=HEALTH_TIMEOUT_MS)
+            for tp in assigned:
+                try:
+                    pos = self.consumer.position(tp, timeout_ms=HEALTH_TIMEOUT_MS)
+                except KafkaError:
+                    continue
+                if pos is None or ends.get(tp) is None:
+                    continue
+                lag = max(0, int(ends[tp]) - int(pos))
+                self.metrics.consumer_lag.labels(SERVICE, s.group_classifier, tp.topic, str(tp.partition)).set(lag)
+        self.last_health = time.monotonic()
+        self.loop.connected()
+
+    # -- rebalance and shutdown -------------------------------------------------------
+    def drain(self, marker: Marker, timeout: float = DRAIN_TIMEOUT_S) -> Done | None:
+        """Queue `marker` behind all queued work and wait (publishing) until the worker answers it."""
+        self.work.put_marker(marker)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.collect()
+            self.settle()
+            done = self.answered.pop(marker.seq, None)
+            if done is not None:
+                return done
+            if not self.worker.is_alive():
+                break
+            time.sleep(0.002)
+        return None
+
+    def on_revoked(self, revoked: set) -> None:
+        if not revoked:
+            return
+        started = time.monotonic()
+        self.marker_seq += 1
+        marker = Marker("revoke", frozenset(revoked), self.marker_seq)
+        self.generation += 1  # earlier snapshots include the revoked partitions: never commit them now
+        self.to_commit = {}
+        done = self.drain(marker)
+        if done is None:
+            dropped = self.work.drop(lambda it: it.partition in revoked)
+            self.outstanding -= dropped
+            logger.warning("revoked %d partitions but the inference thread did not drain within %g s; dropped %d "
+                           "queued chunks, the next owner redoes them", len(revoked), DRAIN_TIMEOUT_S, dropped)
+            return
+        if self.wait_acked(time.monotonic() + DRAIN_TIMEOUT_S):
+            self.commit(done.offsets, assigned_only=False)
+        else:
+            logger.warning("outputs not acknowledged on revocation; not committing (they will be replayed)")
+        for tp in revoked:
+            self.committed.pop(tp, None)
+        logger.info("revoked %d partitions: drained and committed in %.0f ms", len(revoked),
+                    1000 * (time.monotonic() - started))
+
+    def shutdown(self) -> None:
+        """Finish queued work, publish, commit, stop the worker (SIGTERM)."""
+        started = time.monotonic()
+        self.work.close()
+        self.worker.join(DRAIN_TIMEOUT_S)
+        self.collect()
+        if self.wait_acked(time.monotonic() + 30):
+            self.settle(force=True)
+        logger.info("classifier drained in %.0f ms", 1000 * (time.monotonic() - started))
+
+    def teardown(self) -> None:
+        self.work.close()
+        self.work.drop()
+        self.worker.join(DRAIN_TIMEOUT_S)
+        close_quietly(self.consumer)
+        close_quietly(self.producer)

@@ -65,7 +65,7 @@ def main() -> int:
         try:
             service.run_forever()
         except kafka_io.AuthenticationFailed as exc:
-            logger.error("%s", exc)
+            logger.error("authentication with Kafka failed, exiting with status 3: %s", exc)
             return 3
     return 0
 

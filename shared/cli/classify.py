@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from shared.features import get_extractor
     from shared.model import ModelArtifact, ModelLoadError
     from shared.pipeline import classify_file
+    from shared.sonic_annotator import SonicAnnotatorError
 
     settings = Settings.from_env()
     model_path = args.model or settings.model_path
@@ -42,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{exc} (pass --model DIR or set GENRE_MODEL_PATH)") from None
     try:
         extract = get_extractor(args.backend or settings.extractor_backend)
+    except SonicAnnotatorError as exc:
+        raise CliError(str(exc)) from None
     except ValueError as exc:
         raise CliError(str(exc), 2) from None
     failed = 0

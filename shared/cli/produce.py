@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         kafka_io.wait_for_broker(settings, timeout=15)
         producer = kafka_io.make_producer(settings)
-    except (kafka_io.BrokerUnavailable, kafka_io.AuthenticationFailed) as exc:
+    except kafka_io.KafkaIOError as exc:
         raise CliError(str(exc)) from None
     store = BlobStore(settings.blob_dir)
     sent = []

@@ -26,15 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared import kafka_io, topic_reader
+    from shared import kafka_io
     from shared.schemas import SchemaError, Verdict, decode
     from shared.settings import Settings
 
     settings = Settings.from_env()
     try:
         kafka_io.wait_for_broker(settings, timeout=15)
-        consumer = topic_reader.make_reader(settings, settings.topic_verdicts)
-    except (kafka_io.BrokerUnavailable, kafka_io.AuthenticationFailed) as exc:
+        consumer = kafka_io.make_reader(settings, settings.topic_verdicts)
+    except kafka_io.KafkaIOError as exc:
         raise CliError(str(exc)) from None
     wanted = set(args.song)
     seen: dict[str, tuple] = {}
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                         return EXIT_OK
             if deadline is not None and time.monotonic() > deadline:
                 return EXIT_OK
-            if not args.follow and not batch and topic_reader.at_end(consumer):
+            if not args.follow and not batch and kafka_io.at_end(consumer):
                 return EXIT_OK
     finally:
         consumer.close()

@@ -223,3 +223,41 @@ def test_cli_reports_missing_java(tmp_path) -> None:  # noqa: ANN001
     )
     assert res.returncode == 3
     assert "java not found" in res.stderr and "apt-get install" in res.stderr
+
+
+# --- SASL_SSL (the foundation of the security suite) -------------------------------------
+
+
+def test_sasl_ssl_listener(sasl_ssl_broker) -> None:  # noqa: ANN001
+    sb = sasl_ssl_broker
+    s = unique_settings(sb.broker.bootstrap, "sasl")  # topics made over PLAINTEXT, used over SASL_SSL
+    ensure_topics(s)
+    scram = sb.settings("genre-svc", **{k: getattr(s, k) for k in ("topic_chunks", "partitions")})
+    kafka_io.wait_for_broker(scram, timeout=20)
+    producer = kafka_io.make_producer(scram)
+    kafka_io.send_and_wait(producer, scram.topic_chunks, "song-tls", os.urandom(1024 * 1024))
+    producer.close()
+    plain = sb.settings("genre-plain", mechanism="PLAIN", topic_chunks=s.topic_chunks)
+    reader = kafka_io.make_reader(plain, plain.topic_chunks)
+    got = _consume(reader, 1)
+    reader.close()
+    assert [len(r.value) for r in got] == [1024 * 1024]
+
+    # a user added to the running broker (SCRAM credentials through the admin API)
+    sb.broker.add_scram_user(ScramUser("late-user", "late-pw"))
+    kafka_io.wait_for_broker(sb.settings("late-user", "late-pw"), timeout=20)
+
+
+def test_sasl_ssl_wrong_credentials_are_refused_clearly(sasl_ssl_broker) -> None:  # noqa: ANN001
+    sb = sasl_ssl_broker
+    bad = sb.settings("genre-svc", password="not-the-password")
+    for make in (lambda: kafka_io.wait_for_broker(bad, timeout=20),
+                 lambda: kafka_io.make_consumer(bad, "g-bad", [bad.topic_songs]),
+                 lambda: kafka_io.make_producer(bad)):
+        t0 = time.monotonic()
+        with pytest.raises(kafka_io.AuthenticationFailed, match="refused user 'genre-svc' with SCRAM-SHA-512"):
+            make()
+        assert time.monotonic() - t0 < 15, "an authentication failure must not wait for the bootstrap timeout"
+    unknown_ca = sb.settings("genre-svc", ssl_cafile="")  # system CAs do not trust the test CA
+    with pytest.raises(kafka_io.AuthenticationFailed, match="CERTIFICATE_VERIFY_FAILED"):
+        kafka_io.wait_for_broker(unknown_ca, timeout=20)

@@ -1,0 +1,196 @@
+"""The classifier's inference worker (predict + vote + watermark) with a fake model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from services.classifier.batching import Item, Marker, WorkQueue
+from services.classifier.worker import Done, InferenceWorker
+from shared.featurespec import DEFAULT_SPEC
+from shared.metrics import ServiceMetrics
+from shared.schemas import Features, Prediction, Verdict
+from shared.settings import Settings
+
+SETTINGS = Settings(topic_predictions="preds", topic_verdicts="verdicts", batch_max_size=8, batch_max_wait_ms=20)
+
+
+class FakeModel:
+    """p(a) = 0.9 when the chunk's mfcc is positive, else 0.2: deterministic per chunk."""
+
+    def __init__(self, version: str, fail: bool = False) -> None:
+        self.version = version
+        self.genres = ["a", "b"]
+        self.spec = DEFAULT_SPEC
+        self.device = "CPU"
+        self.fail = fail
+        self.calls: list[int] = []
+
+    def predict(self, feats):  # noqa: ANN001
+        self.calls.append(len(feats))
+        if self.fail:
+            raise ValueError("bad shapes")
+        pa = np.array([0.9 if float(f.mfcc.mean()) > 0 else 0.2 for f in feats], dtype=np.float32)
+        return np.stack([pa, 1 - pa], axis=1)
+
+
+class FakeHolder:
+    def __init__(self, model: FakeModel) -> None:
+        self.model = model
+        self.models = {model.version: model}
+        self.released: list[str] = []
+
+    def current(self) -> FakeModel:
+        return self.model
+
+    def get(self, version: str) -> FakeModel | None:
+        return self.models.get(version)
+
+    def swap(self, model: FakeModel) -> None:
+        self.model = model
+        self.models[model.version] = model
+
+    def retain(self, versions: set[str]) -> None:
+        for v in [v for v in self.models if v != self.model.version and v not in versions]:
+            self.released.append(v)
+            del self.models[v]
+
+
+def features(song: str, index: int, last: bool, sign: float = 1.0, **kw) -> Features:  # noqa: ANN003
+    arrays = {"mfcc": np.full((4, 20), sign, np.float32), "peaks": np.ones((8, 7), np.float32),
+              "valleys": np.ones((8, 7), np.float32)}
+    return Features(song_id=song, filename=f"{song}.wav", index=index, last=last, spec_id=DEFAULT_SPEC.id,
+                    arrays=arrays, **kw)
+
+
+def items(seq, partition="p0", start=0):  # noqa: ANN001
+    """seq of (song, index, last[, sign]) -> Items at consecutive offsets."""
+    out = []
+    for k, s in enumerate(seq):
+        song, index, last, *rest = s
+        out.append(Item(partition, start + k, features(song, index, last, *rest)))
+    return out
+
+
+def verdicts(done: Done) -> list[Verdict]:
+    return [o.message for o in done.outputs if isinstance(o.message, Verdict)]
+
+
+def predictions(done: Done) -> list[Prediction]:
+    return [o.message for o in done.outputs if isinstance(o.message, Prediction)]
+
+
+def make_worker(model: FakeModel | None = None, **settings) -> InferenceWorker:  # noqa: ANN003
+    holder = FakeHolder(model or FakeModel("v1"))
+    return InferenceWorker(WorkQueue(64), holder, replace(SETTINGS, **settings), ServiceMetrics("classifier"))
+
+
+def test_one_predict_call_for_many_songs_and_the_watermark():
+    w = make_worker()
+    done = w.process(items([("a", 0, False), ("b", 0, False), ("a", 1, True), ("c", 0, True, -1.0)]))
+    assert w.holder.model.calls == [4]
+    assert [p.song_id for p in predictions(done)] == ["a", "b", "a", "c"]
+    vs = verdicts(done)
+    assert [(v.song_id, v.genre, v.chunk_count, v.model_version) for v in vs] == [("a", "a", 2, "v1"), ("c", "b", 1, "v1")]
+    assert done.offsets == {"p0": 1}  # b (offset 1) is still open
+    done = w.process(items([("b", 1, True)], start=4))
+    assert [v.song_id for v in verdicts(done)] == ["b"] and done.offsets == {"p0": 5}
+
+
+def test_interleaved_chunks_of_many_songs_give_the_same_verdicts_as_in_order():
+    songs = {f"s{k}": (3 + k % 3, 1.0 if k % 2 else -1.0) for k in range(6)}
+    in_order = [(s, i, i == n - 1, sign) for s, (n, sign) in songs.items() for i in range(n)]
+    interleaved = [(s, i, i == n - 1, sign) for i in range(5) for s, (n, sign) in songs.items() if i < n]
+    results = []
+    for seq in (in_order, interleaved):
+        w = make_worker()
+        out = []
+        for k in range(0, len(seq), 3):  # several batches
+            out += verdicts(w.process(items(seq[k:k + 3], start=k)))
+        results.append({v.song_id: v.identity() for v in out})
+        assert len(out) == len(songs) and len(w.tracker) == 0
+    assert results[0] == results[1]
+
+
+def test_tails_of_songs_decided_before_our_start_are_skipped_not_predicted():
+    w = make_worker()
+    done = w.process(items([("old", 2, False), ("old", 3, True), ("new", 0, True)], start=10))
+    assert w.holder.model.calls == [1]
+    assert [p.song_id for p in predictions(done)] == ["new"]
+    assert done.offsets == {"p0": 13}
+
+
+def test_dead_lettered_records_only_move_the_watermark_in_order():
+    w = make_worker()
+    batch = items([("a", 0, False)]) + [Item("p0", 1, None)]
+    done = w.process(batch)
+    assert done.offsets == {"p0": 0}  # a is open at offset 0: the dead letter behind it must not pass it
+    done = w.process(items([("a", 1, True)], start=2))
+    assert done.offsets == {"p0": 3}
+
+
+def test_chunk_errors_and_failed_predicts_give_error_verdicts():
+    w = make_worker(FakeModel("v1", fail=True))
+    done = w.process(items([("a", 0, True)]))
+    (v,) = verdicts(done)
+    assert v.status == "error" and "prediction failed" in v.error
+    w = make_worker()
+    batch = [Item("p0", 0, features("x", 0, True, error="decode failed")),
+             Item("p0", 1, replace(features("y", 0, True), spec_id="other-spec"))]
+    vs = verdicts(w.process(batch))
+    assert [(v.song_id, v.status) for v in vs] == [("x", "error"), ("y", "error")]
+    assert "decode failed" in vs[0].error and "spec" in vs[1].error
+    assert w.holder.model.calls == []
+
+
+def test_a_model_swap_pins_open_songs_to_their_first_version():
+    w = make_worker()
+    w.process(items([("old", 0, False)]))
+    v2 = FakeModel("v2")
+    w.holder.swap(v2)
+    done = w.process(items([("new", 0, False), ("old", 1, True)], start=1))
+    assert [(v.song_id, v.model_version) for v in verdicts(done)] == [("old", "v1")]
+    assert {p.song_id: p.model_version for p in predictions(done)} == {"new": "v2", "old": "v1"}
+    assert w.holder.released == ["v1"]  # no open song needs v1 any more
+    done = w.process(items([("new", 1, True)], start=3))
+    assert [(v.song_id, v.model_version) for v in verdicts(done)] == [("new", "v2")]
+
+
+def test_revoke_marker_reports_final_offsets_then_forgets_the_partitions():
+    w = make_worker()
+    w.process(items([("a", 0, False)], "p0") + items([("b", 0, False), ("b", 1, True)], "p1"))
+    done = w.on_marker(Marker("revoke", frozenset({"p0", "p1"}), 7))
+    assert done.offsets == {"p0": 0, "p1": 2} and done.marker.seq == 7
+    assert done.generation == 0 and w.generation == 1
+    assert len(w.tracker) == 0 and w.tracker.safe_offsets() == {}
+
+
+def test_stale_songs_get_an_error_verdict_naming_their_model():
+    w = make_worker(classifier_stale_song_s=0.0)
+    w.process(items([("a", 0, False)]))
+    time.sleep(0.01)
+    done = w.housekeeping(force=True)
+    (v,) = verdicts(done)
+    assert v.status == "error" and "incomplete" in v.error and v.model_version == "v1"
+
+
+def test_worker_thread_batches_across_puts_and_answers_markers_in_order():
+    w = make_worker(batch_max_size=4, batch_max_wait_ms=30)
+    w.start()
+    seq = [(f"s{k}", 0, True) for k in range(10)]
+    w.work.put_many(items(seq))
+    w.work.put_marker(Marker("barrier", seq=1))
+    got = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        got.append(w.results.get(timeout=5))
+        if got[-1].marker is not None:
+            break
+    w.work.close()
+    assert w.join(5)
+    assert all(n <= 4 for n in w.holder.model.calls) and sum(w.holder.model.calls) == 10
+    assert sum(d.chunks for d in got) == 10
+    assert got[-1].marker.seq == 1 and got[-1].offsets == {"p0": 10}
+    assert sum(len(verdicts(d)) for d in got) == 10
