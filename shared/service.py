@@ -8,13 +8,18 @@ are idempotent per song id, so a replay never yields a second, different verdict
 A record that does not decode goes to the dead-letter topic with the reason and is
 committed; it never stops the consumer.
 
-A lost broker is noticed within about HEALTH_INTERVAL_S + HEALTH_TIMEOUT_MS even when
-idle (kafka-python itself only retries quietly): the loop logs "lost the connection to
-Kafka", counts it (genre_kafka_reconnects_total, genre_errors_total{kind="kafka"}),
-closes both clients without waiting for unsendable records, backs off exponentially
-(BACKOFF_START_S doubling to BACKOFF_MAX_S) and starts again from the last committed
-offsets, logging "reconnected to Kafka" once it is back. Refused credentials are not
-retried: `AuthenticationFailed` ends the service (exit status 3 in the services).
+Broker loss. kafka-python reconnects by itself, quietly, so two things watch for it:
+`ConnectionWatch` sees kafka-python's own connection failures (refused or dropped
+connections) the moment they happen, and a health check (end offsets, every
+HEALTH_INTERVAL_S, HEALTH_TIMEOUT_MS at most) notices a broker that stays away. Either
+way the loop logs "lost the connection to Kafka" and counts it once per outage
+(genre_kafka_reconnects_total; genre_errors_total{kind="kafka"} per failed attempt).
+A failed health check, send or commit closes both clients without waiting for
+unsendable records, backs off exponentially (BACKOFF_START_S doubling to BACKOFF_MAX_S)
+and builds new ones, which resume from the last committed offsets. The first health
+check that succeeds afterwards logs "reconnected to Kafka ... after N s". Refused
+credentials are not retried: `AuthenticationFailed` ends the service (exit status 3 in
+the services).
 
 Memory stays bounded for long songs: kafka-python 3 has no producer buffer limit, so the
 loop waits for acknowledgements whenever FLUSH_BYTES of output are outstanding.
@@ -158,6 +163,30 @@ class KafkaNoiseFilter(logging.Filter):
         return True
 
 
+class ConnectionWatch(logging.Handler):
+    """Calls `on_failure(text)` whenever kafka-python reports a refused or dropped broker
+    connection, from whichever thread logs it (its I/O can block the service's loop for
+    the whole outage, so the loss is reported when it happens, not when the loop resumes).
+
+    Attached to the "kafka" logger while a session runs. kafka-python recovers from a
+    short outage inside its own retry loops without raising anything, so without this a
+    broker restart could pass unnoticed (and uncounted) by the service."""
+
+    SIGNS = ("ECONNREFUSED", "Connection refused", "socket disconnected", "Connection lost")
+
+    def __init__(self, on_failure: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.on_failure = on_failure
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if any(sign in text for sign in self.SIGNS):
+                self.on_failure(text[:200])
+        except Exception:  # noqa: BLE001 - a log handler must never raise
+            pass
+
+
 class StreamService(Generic[In]):
     """Consumes `in_topic` records of type `in_type`, maps each through `handle`."""
 
@@ -186,22 +215,22 @@ class StreamService(Generic[In]):
         self.metrics = metrics or ServiceMetrics(name)
         self.stop = stop or StopFlag()
         self._lost_since: float | None = None
+        self._backoff = BACKOFF_START_S
+        self._attempt = 0
 
     # -- lifecycle --------------------------------------------------------------------
     def run_forever(self) -> None:
         """Consume until stopped; reconnect with backoff whenever the broker goes away.
 
         Raises `kafka_io.AuthenticationFailed` (credentials are not retried)."""
-        backoff = BACKOFF_START_S
-        attempt = 0
         while not self.stop.is_set():
             try:
                 self._run_session()
-                backoff = BACKOFF_START_S
             except kafka_io.AuthenticationFailed:
                 raise
             except (KafkaError, kafka_io.KafkaIOError, OSError) as exc:
-                attempt += 1
+                self._attempt += 1
+                attempt, backoff = self._attempt, self._backoff
                 self.metrics.errors.labels(self.name, "kafka").inc()
                 if self._lost_since is None:
                     self._lost_since = time.monotonic()
@@ -209,18 +238,30 @@ class StreamService(Generic[In]):
                     logger.warning("%s lost the connection to Kafka at %s (%s: %s); reconnecting in %.1f s",
                                    self.name, self.settings.bootstrap_servers, type(exc).__name__, exc, backoff)
                 else:
-                    logger.warning("%s: Kafka still unavailable (attempt %d: %s: %s); retrying in %.1f s",
+                    logger.warning("%s: Kafka still unavailable (attempt %d, %s: %s); new clients in %.1f s",
                                    self.name, attempt, type(exc).__name__, exc, backoff)
                 if self.stop.wait(backoff):
                     break
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                self._backoff = min(backoff * 2, BACKOFF_MAX_S)
         logger.info("%s stopped", self.name)
 
-    def _connected(self) -> None:
-        if self._lost_since is not None:
+    def _connected(self, round_trip_started: float) -> None:
+        """A broker round trip that began at `round_trip_started` succeeded."""
+        if self._lost_since is not None and round_trip_started >= self._lost_since:
             logger.warning("%s reconnected to Kafka at %s after %.1f s", self.name,
                            self.settings.bootstrap_servers, time.monotonic() - self._lost_since)
             self._lost_since = None
+            self._backoff, self._attempt = BACKOFF_START_S, 0
+
+    def _connection_failed(self, detail: str) -> None:
+        """ConnectionWatch's callback: the first failure of an outage is logged and counted."""
+        if self._lost_since is not None:
+            return
+        self._lost_since = time.monotonic()
+        self.metrics.reconnects.labels(self.name).inc()
+        self.metrics.errors.labels(self.name, "kafka").inc()
+        logger.warning("%s lost the connection to Kafka at %s (kafka-python: %s); reconnecting with backoff",
+                       self.name, self.settings.bootstrap_servers, detail)
 
     def _run_session(self) -> None:
         boot = {"bootstrap_timeout_ms": RECONNECT_BOOTSTRAP_TIMEOUT_MS} if self._lost_since is not None else {}
@@ -237,6 +278,9 @@ class StreamService(Generic[In]):
             raise
         logger.info("%s consuming %s as group %s", self.name, self.in_topic, self.group_id)
         healthy_at = 0.0
+        watch = ConnectionWatch(self._connection_failed)
+        kafka_logger = logging.getLogger("kafka")
+        kafka_logger.addHandler(watch)
         try:
             while not self.stop.is_set():
                 batch = consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
@@ -249,14 +293,16 @@ class StreamService(Generic[In]):
                         logger.warning("%s: commit refused after a rebalance (%s); those records will be "
                                        "processed again", self.name, exc)
                         self.metrics.errors.labels(self.name, "commit").inc()
-                    self._connected()
-                if time.monotonic() - healthy_at >= HEALTH_INTERVAL_S:
+                interval = HEALTH_INTERVAL_S if self._lost_since is None else 1.0
+                if time.monotonic() - healthy_at >= interval:
+                    started = time.monotonic()
                     self._update_lag(consumer)  # raises KafkaTimeoutError when the broker is gone
                     healthy_at = time.monotonic()
-                    self._connected()
+                    self._connected(started)
         except HandedBack:
             pass
         finally:
+            kafka_logger.removeHandler(watch)
             close_quietly(consumer)
             close_quietly(producer)
 

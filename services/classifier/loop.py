@@ -351,6 +351,8 @@ class _Session:
     def on_revoked(self, revoked: set) -> None:
         if not revoked:
             return
+        if self.work.closed:
+            return  # shutting down (consumer.close leaves the group): shutdown() already drained and committed
         started = time.monotonic()
         self.marker_seq += 1
         marker = Marker("revoke", frozenset(revoked), self.marker_seq)

@@ -69,3 +69,19 @@ def test_unicode_names_with_spaces_and_quotes(tmp_path):
     path = write_audio(tmp_path / "My Album" / "02 Track ünïcode \"q\" 'x'.flac", np.full(22050 * 11, 0.2, np.float32))
     assert probe(path).sample_rate == 22050
     assert len(list(chunk_song(path, SPEC))) == 1
+
+
+@pytest.mark.parametrize("ext,codec", [
+    ("mp3", ()), ("flac", ()), ("ogg", ()), ("opus", ("-c:a", "libopus")), ("wav", ()), ("m4a", ()), ("au", ()),
+])
+def test_every_common_format_decodes_to_the_spec_rate(tmp_path, ext, codec):
+    sr = 44100 if ext != "opus" else 48000
+    t = np.arange(int(sr * 12.5)) / sr
+    pcm = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    path = write_audio(tmp_path / f"song.{ext}", pcm, sr, codec_args=codec)
+    chunks = list(chunk_song(path, SPEC, min_chunk_seconds=10))
+    assert len(chunks) == 1 and chunks[0].last
+    n = chunks[0].n_samples
+    assert abs(n - int(12.5 * SPEC.sample_rate)) < 0.06 * SPEC.sample_rate  # encoder padding at most a frame or two
+    spectrum = np.abs(np.fft.rfft(chunks[0].pcm[:n]))
+    assert abs(np.argmax(spectrum) * SPEC.sample_rate / n - 440) < 2  # resampled, not re-pitched

@@ -1,0 +1,331 @@
+"""The classifier service's sustained throughput against offline predict, and its latency.
+
+    python bench/classifier.py [--chunks 4000] [--model models/default] [--threads 1]
+                               [--batch 64] [--wait-ms 50] [--light 200] [--light-rate 20]
+
+In one run, on this machine, with the same TensorFlow thread limits everywhere:
+
+1. **Offline ceiling**: `ModelArtifact.predict` (preprocessing + network, as the service
+   calls it) on one large batch of real feature chunks, best of several runs: chunks/s.
+   Also the time of one batch of --batch chunks (the "one batch time" of the latency goal).
+2. **Service, sustained**: --chunks feature messages (songs of 7 chunks, real features of
+   generated audio, keyed by song id) are produced to a fresh topic of a real broker
+   (GENRE_KAFKA_BOOTSTRAP if it answers, else a LocalBroker in a temporary folder) before
+   the classifier starts; then `python -m services.classifier` drains them. Throughput is
+   taken from the CreateTime stamps of its prediction records, over the last 95 % of them
+   (the first 5 % are warm-up: group join, first fetches). Goal: >= 0.8 x the ceiling.
+3. **Light load**: with the service idle, --light chunks are produced one at a time at
+   about --light-rate per second (Poisson arrivals). Added latency per chunk = the
+   prediction record's CreateTime - the feature record's CreateTime. Goal: p99 <= max wait
+   + one batch time.
+
+The model is models/default if it loads, else the synthetic model of
+tests/fixtures/models (trained once into the cache folder, a minute or so). That one is
+the tiny architecture, cheaper to run than to fetch from Kafka; `--arch default` trains
+the same synthetic data with the production architecture instead (real training, a few
+epochs, cached), whose inference cost is representative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import fields, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SONG_CHUNKS = 7
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    n = str(threads)
+    return {"OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n,
+            "TF_NUM_INTEROP_THREADS": n, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def find_model(arg: str | None, cache: Path, arch: str | None) -> tuple[str, str]:
+    from shared.model import ModelArtifact, ModelLoadError
+
+    candidates = [arg] if arg else ([] if arch else [str(ROOT / "models" / "default")])
+    for c in candidates:
+        try:
+            art = ModelArtifact.load(c)
+            return c, f"{art.version} ({art.metadata.get('arch')}) from {c}"
+        except ModelLoadError as exc:
+            if arg:
+                raise SystemExit(f"--model {arg}: {exc}")
+    arch = arch or "tiny"
+    path = cache / f"bench-synthetic-{arch}"
+    try:
+        art = ModelArtifact.load(path)
+        return str(path), f"{art.version} ({arch}, synthetic data; cached in {path})"
+    except ModelLoadError:
+        pass
+    t0 = time.perf_counter()
+    if arch == "tiny":
+        from tests.fixtures.models import train_synthetic_model
+
+        train_synthetic_model(path)
+    else:
+        from shared.features import extract_features
+        from shared.training import train_model
+        from tests.fixtures.audio import SR
+        from tests.fixtures.models import synthetic_chunks
+
+        chunks, labels, groups = synthetic_chunks()
+        feats = [extract_features(pcm, SR) for pcm in chunks]
+        train_model(feats, labels, groups, arch=arch, epochs=4, seed=0, validation_fraction=0.25, batch_size=8,
+                    name=f"synthetic-{arch}", songs=groups).save(path)
+    art = ModelArtifact.load(path)
+    return str(path), f"{art.version} ({arch}, synthetic data; trained in {time.perf_counter() - t0:.0f} s)"
+
+
+def start_broker(work: Path) -> tuple[str, object | None]:
+    from shared import kafka_io
+    from shared.broker import LocalBroker
+    from shared.settings import Settings
+
+    external = os.environ.get("GENRE_KAFKA_BOOTSTRAP")
+    if external:
+        try:
+            kafka_io.wait_for_broker(Settings.from_env(bootstrap_servers=external), timeout=5)
+            return external, None
+        except kafka_io.KafkaIOError as exc:
+            print(f"GENRE_KAFKA_BOOTSTRAP={external} does not answer ({exc}); starting a local broker")
+    broker = LocalBroker(work / "kafka", port=0)
+    broker.start(timeout=180)
+    return broker.bootstrap, broker
+
+
+def chunk_bank(n: int = 8):  # noqa: ANN201
+    """Real features of n 30-s chunks of generated audio (both synthetic genres)."""
+    from shared.featurespec import DEFAULT_SPEC
+    from shared.features import extract_features
+    from tests.fixtures.audio import SR, make_song
+
+    size = DEFAULT_SPEC.chunk_samples
+    per = (n + 1) // 2
+    out = []
+    for g, genre in enumerate(("clicks", "drone")):
+        pcm = make_song(genre, 30.0 * per, seed=900 + g)
+        out += [extract_features(pcm[k * size:(k + 1) * size], SR) for k in range(per)]
+    return out[:n]
+
+
+def offline(art, bank, batch: int, big: int, repeats: int) -> tuple[float, float]:  # noqa: ANN001
+    """(chunks/s of predict on `big` chunks, seconds of predict on `batch` chunks), best of `repeats`."""
+    big_batch = [bank[i % len(bank)] for i in range(big)]
+    small = big_batch[:batch]
+    art.predict(big_batch)
+    art.predict(small)
+    best_big = min(_timed(art.predict, big_batch) for _ in range(repeats))
+    best_small = min(_timed(art.predict, small) for _ in range(repeats * max(1, big // batch)))
+    return big / best_big, best_small
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sum of each sample name on the service's /metrics (labels ignored)."""
+    import urllib.request
+
+    out: dict[str, float] = {}
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name = name_labels.split("{")[0]
+        if name == "genre_processing_seconds_sum" and 'stage="predict"' not in name_labels:
+            continue
+        try:
+            out[name] = out.get(name, 0.0) + float(value)
+        except ValueError:
+            pass
+    return out
+
+
+def _timed(fn, arg) -> float:  # noqa: ANN001
+    t0 = time.perf_counter()
+    fn(arg)
+    return time.perf_counter() - t0
+
+
+def features_message(song: str, index: int, last: bool, chunk, spec_id: str) -> bytes:  # noqa: ANN001
+    from shared.schemas import Features, now
+
+    return Features(song_id=song, filename=f"{song}.flac", index=index, last=last, spec_id=spec_id,
+                    arrays={"mfcc": chunk.mfcc, "peaks": chunk.peaks, "valleys": chunk.valleys},
+                    produced_at=now()).encode()
+
+
+def read_all(settings, topic: str, want: int, timeout: float) -> list:  # noqa: ANN001
+    """Records of `topic` once at least `want` are there."""
+    from shared import kafka_io
+
+    consumer = kafka_io.make_reader(settings, topic)
+    out: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500, max_records=5000).values():
+                out.extend(records)
+            if len(out) >= want:
+                return out
+    finally:
+        consumer.close()
+    raise SystemExit(f"timed out: {len(out)} of {want} records on {topic}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--chunks", type=int, default=4000, help="feature messages pre-produced for the drain")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--arch", default=None, help="without a model: train the synthetic data with this architecture "
+                    "(default: tiny, as the tests do)")
+    ap.add_argument("--threads", type=int, default=1, help="TensorFlow/BLAS threads, offline and in the service")
+    ap.add_argument("--batch", type=int, default=64, help="GENRE_BATCH_MAX_SIZE")
+    ap.add_argument("--wait-ms", type=float, default=50.0, help="GENRE_BATCH_MAX_WAIT_MS")
+    ap.add_argument("--offline-batch", type=int, default=512, help="the large batch of the offline ceiling")
+    ap.add_argument("--light", type=int, default=200, help="chunks for the light-load latency")
+    ap.add_argument("--light-rate", type=float, default=20.0, help="chunks per second under light load")
+    ap.add_argument("--partitions", type=int, default=12)
+    args = ap.parse_args()
+
+    os.environ.update(thread_env(args.threads))  # before TensorFlow is imported
+    import numpy as np
+
+    from shared import kafka_io
+    from shared.model import ModelArtifact
+    from shared.schemas import Prediction, Verdict, decode
+    from shared.settings import Settings, _default_cache_dir
+    from shared.topics import ensure_topics, topic_specs
+
+    work = Path(tempfile.mkdtemp(prefix="genre-bench-classifier-"))
+    model_path, model_note = find_model(args.model, _default_cache_dir(), args.arch)
+    art = ModelArtifact.load(model_path)
+    bank = chunk_bank()
+    ceiling, batch_s = offline(art, bank, args.batch, args.offline_batch, repeats=5)
+    print(f"model {model_note}")
+    print(f"device {art.device}, threads {args.threads}, batch <= {args.batch}, wait <= {args.wait_ms:g} ms, "
+          f"{os.cpu_count()} CPUs")
+    print(f"offline ceiling  ModelArtifact.predict, batch {args.offline_batch}: {ceiling:8.1f} chunks/s "
+          f"({1000 / ceiling:.3f} ms/chunk); one batch of {args.batch}: {1000 * batch_s:.1f} ms")
+
+    bootstrap, broker = start_broker(work)
+    suffix = uuid.uuid4().hex[:8]
+    base = Settings.from_env(bootstrap_servers=bootstrap)
+    settings = replace(
+        base, partitions=args.partitions, batch_max_size=args.batch, batch_max_wait_ms=args.wait_ms,
+        model_path=model_path, **{f.name: f"bench.{f.name[6:]}.{suffix}" for f in fields(Settings)
+                                  if f.name.startswith("topic_")},
+        group_classifier=f"bench-classifier-{suffix}",
+    )
+    ensure_topics(settings)
+    env = dict(os.environ)
+    env.update(thread_env(args.threads))
+    for f in fields(Settings):
+        name = f.metadata.get("env")
+        if name:
+            v = getattr(settings, f.name)
+            env[name] = str(v).lower() if isinstance(v, bool) else str(v)
+    from shared.broker import free_port
+
+    metrics_port = free_port()
+    env.update({"GENRE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", "GENRE_METRICS_PORT": str(metrics_port)})
+    proc = None
+    log = work / "classifier.log"
+    try:
+        # -- 2. sustained: pre-produce, then drain --------------------------------------
+        producer = kafka_io.make_producer(settings)
+        n = args.chunks
+        t0 = time.perf_counter()
+        for k in range(n):
+            song, index = f"bench-{k // SONG_CHUNKS:06d}", k % SONG_CHUNKS
+            last = index == SONG_CHUNKS - 1 or k == n - 1
+            producer.send(settings.topic_features, key=song.encode(),
+                          value=features_message(song, index, last, bank[k % len(bank)], art.spec.id))
+        producer.flush()
+        produce_s = time.perf_counter() - t0
+        mb = n * len(features_message("x" * 13, 0, False, bank[0], art.spec.id)) / 1e6
+        print(f"pre-produced {n} feature messages ({mb:.0f} MB) in {produce_s:.1f} s")
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "services.classifier"], cwd=ROOT, env=env,
+                                    stdout=fh, stderr=subprocess.STDOUT)
+        preds = read_all(settings, settings.topic_predictions, n, timeout=600 + n / 10)
+        ts = np.sort(np.array([r.timestamp for r in preds[:n]], dtype=np.float64)) / 1000.0
+        k0 = int(0.05 * n)
+        sustained = (n - 1 - k0) / max(1e-9, ts[-1] - ts[k0])
+        whole = n / max(1e-9, ts[-1] - ts[0])
+        songs = -(-n // SONG_CHUNKS)
+        verdicts = read_all(settings, settings.topic_verdicts, songs, timeout=120)
+        assert len({decode(r.value, Verdict).song_id for r in verdicts}) == songs
+        ratio = sustained / ceiling
+        m = scrape(metrics_port)
+        print(f"service sustained {n} chunks from Kafka: {sustained:8.1f} chunks/s "
+              f"(first to last prediction: {whole:.1f} chunks/s over {ts[-1] - ts[0]:.1f} s; {songs} verdicts)")
+        if m.get("genre_classifier_batch_size_count"):
+            print(f"  {int(m['genre_classifier_batch_size_count'])} predict calls, mean batch "
+                  f"{m['genre_classifier_batch_size_sum'] / m['genre_classifier_batch_size_count']:.1f}; "
+                  f"inference thread in predict {m.get('genre_processing_seconds_sum', 0):.1f} s of "
+                  f"{ts[-1] - ts[0]:.1f} s; consumer paused by backpressure "
+                  f"{int(m.get('genre_classifier_backpressure_pauses_total', 0))} times")
+        print(f"ratio service / offline ceiling: {ratio:.2f}  (goal >= 0.80: {'PASS' if ratio >= 0.8 else 'FAIL'}); "
+              f"vs predict at the service's batch of {args.batch} ({args.batch / batch_s:.1f} chunks/s): "
+              f"{sustained * batch_s / args.batch:.2f}")
+
+        # -- 3. light load ----------------------------------------------------------------
+        rng = np.random.default_rng(1)
+        sent: dict[tuple[str, int], float] = {}
+        m = args.light
+        for k in range(m):
+            song, index = f"light-{k // 3:05d}", k % 3
+            fut = producer.send(settings.topic_features, key=song.encode(),
+                                value=features_message(song, index, index == 2 or k == m - 1, bank[k % len(bank)],
+                                                       art.spec.id))
+            producer.flush()
+            sent[(song, index)] = fut.get(timeout=30).timestamp / 1000.0
+            time.sleep(rng.exponential(1.0 / args.light_rate))
+        light = read_all(settings, settings.topic_predictions, n + m, timeout=120)
+        lat = []
+        for r in light:
+            p = decode(r.value, Prediction)
+            if (p.song_id, p.index) in sent:
+                lat.append(r.timestamp / 1000.0 - sent[(p.song_id, p.index)])
+        lat_ms = 1000 * np.array(lat)
+        p50, p99 = np.percentile(lat_ms, 50), np.percentile(lat_ms, 99)
+        budget = args.wait_ms + 1000 * batch_s
+        print(f"light load {len(lat)} chunks at ~{args.light_rate:g}/s: added latency p50 {p50:.1f} ms, "
+              f"p99 {p99:.1f} ms, max {lat_ms.max():.1f} ms")
+        print(f"p99 vs max wait {args.wait_ms:g} ms + one batch of {args.batch} {1000 * batch_s:.1f} ms = {budget:.1f} ms: "
+              f"{'PASS' if p99 <= budget else 'FAIL'}")
+        producer.close()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        try:
+            admin = kafka_io.make_admin(settings)
+            admin.delete_topics([s.name for s in topic_specs(settings)], timeout_ms=20_000)
+            admin.close()
+        except Exception as exc:  # noqa: BLE001
+            print(f"(could not delete the bench topics: {exc})")
+        if broker is not None:
+            broker.stop(grace=20)  # type: ignore[attr-defined]
+    print(f"service log: {log}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
