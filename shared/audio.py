@@ -71,6 +71,12 @@ def _tool(name: str) -> str:
     return path
 
 
+def _scrub(line: str, path: str | Path) -> str:
+    """An ffmpeg/ffprobe message without the file's path (verdicts must not carry the
+    services' storage paths)."""
+    return line.replace(str(path), "the file").strip()
+
+
 def probe(path: str | Path, timeout_s: float = 30.0) -> AudioInfo:
     """Read the first audio stream's parameters with ffprobe."""
     p = Path(path)
@@ -94,7 +100,7 @@ def probe(path: str | Path, timeout_s: float = 30.0) -> AudioInfo:
     streams = info.get("streams") or []
     if res.returncode != 0 or not streams:
         detail = res.stderr.decode("utf-8", "replace").strip().splitlines()
-        why = detail[-1] if detail else "no audio stream found"
+        why = _scrub(detail[-1], p) if detail else "no audio stream found"
         raise DecodeError(f"not a readable audio file ({why})")
     s = streams[0]
     try:
@@ -185,7 +191,7 @@ def iter_mono_blocks(
         if timed_out.is_set():
             raise DecodeError(f"decoding took longer than {timeout_s:g} s (GENRE_DECODE_TIMEOUT_S)")
         err.seek(0)
-        lines = err.read(64 * 1024).decode("utf-8", "replace").strip().splitlines()
+        lines = [_scrub(x, path) for x in err.read(64 * 1024).decode("utf-8", "replace").strip().splitlines()]
         if rc != 0:
             raise DecodeError(f"ffmpeg could not decode the file: {lines[-1] if lines else f'exit status {rc}'}")
         if total == 0:

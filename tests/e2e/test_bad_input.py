@@ -118,6 +118,7 @@ def test_bad_files_and_bad_records_get_answers_and_the_services_keep_going(
         if bf.expect == "error":
             assert v["status"] == "error", (name, v)
             assert re.search(bf.reason, v["error"]), (name, v["error"])
+            assert pipeline.env["GENRE_BLOB_DIR"] not in v["error"], f"{name}: the reason leaks a storage path"
         else:
             assert v["status"] == "ok", (name, v)
             probs = v["probabilities"]
