@@ -95,3 +95,12 @@ def require_same_spec(got: str, expected: FeatureSpec) -> None:
             f"features were computed with spec {got!r} but the model expects {expected.id!r}; "
             "re-extract with the model's spec or load a model trained on these features"
         )
+
+
+def require_feature_shapes(arrays: Mapping[str, np.ndarray], spec: FeatureSpec) -> None:
+    """One chunk's arrays must have the spec's frame and coefficient counts, so that a
+    malformed record fails alone instead of failing (or being padded into) a batch."""
+    expected = spec.feature_shapes()
+    got = {k: tuple(a.shape) for k, a in arrays.items()}
+    if got != expected:
+        raise SpecMismatch(f"features of shapes {got} where the model's spec {spec.id} needs {expected}")

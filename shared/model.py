@@ -431,23 +431,23 @@ def build_network(arch: str, n_genres: int, frames: Mapping[str, int], widths: M
         out = layers.Dense(n_genres, activation="softmax", name="genre")(x)
         return keras.Model(inputs, out, name="tiny")
 
-    branches = []
+    # Two stems bring both inputs to a common 4-frame step (~93 ms): MFCC (step 1024) by
+    # stride 2, contrast (step 512) by stride 4. Then a shared trunk of three conv blocks
+    # and global average + max pooling: cheap at inference (no recurrence, few early
+    # channels), and the pooled statistics do not depend on where in the chunk things happen.
+    stems = []
     if "mfcc" in inputs:
-        m = layers.SpatialDropout1D(0.1, name="mfcc_drop")(inputs["mfcc"])
-        m = _conv_block(m, 64, 5, 2, "mfcc1")
-        m = _conv_block(m, 96, 3, 2, "mfcc2")
-        m = _conv_block(m, 128, 3, 1, "mfcc3")
-        branches.append(_pool_both(m, "mfcc"))
+        stems.append(_conv_block(inputs["mfcc"], 32, 4, 1, "mfcc_stem", strides=2))
     if "peaks" in inputs:
         c = layers.Concatenate(name="contrast")([inputs["peaks"], inputs["valleys"]])
-        c = layers.SpatialDropout1D(0.1, name="contrast_drop")(c)
-        c = _conv_block(c, 64, 5, 2, "con1", strides=2)
-        c = _conv_block(c, 96, 3, 2, "con2")
-        c = _conv_block(c, 128, 3, 1, "con3")
-        branches.append(_pool_both(c, "con"))
-    x = branches[0] if len(branches) == 1 else layers.Concatenate(name="merge")(branches)
-    x = layers.Dropout(0.4, name="drop1")(x)
+        stems.append(_conv_block(c, 32, 8, 1, "contrast_stem", strides=4))
+    x = stems[0] if len(stems) == 1 else layers.Concatenate(name="merge")(stems)
+    x = _conv_block(x, 64, 3, 2, "trunk1")
+    x = _conv_block(x, 96, 3, 2, "trunk2")
+    x = _conv_block(x, 128, 3, 1, "trunk3")
+    x = _pool_both(x, "trunk")
+    x = layers.Dropout(0.3, name="drop1")(x)
     x = layers.Dense(128, activation="relu", name="dense")(x)
-    x = layers.Dropout(0.4, name="drop2")(x)
+    x = layers.Dropout(0.3, name="drop2")(x)
     out = layers.Dense(n_genres, activation="softmax", name="genre")(x)
     return keras.Model(inputs, out, name=arch)

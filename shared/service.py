@@ -36,8 +36,9 @@ import logging
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterable, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, Protocol, TypeVar
 
 from kafka.errors import CommitFailedError, KafkaError
 
@@ -187,6 +188,81 @@ class ConnectionWatch(logging.Handler):
             pass
 
 
+class KafkaLink:
+    """The reconnect policy every service shares: run sessions until stopped; an outage is
+    logged and counted once, then new clients come after exponential backoff."""
+
+    def __init__(self, name: str, settings: Settings, metrics: ServiceMetrics, stop: StopFlag) -> None:
+        self.name = name
+        self.settings = settings
+        self.metrics = metrics
+        self.stop = stop
+        self.lost_since: float | None = None
+        self._backoff = BACKOFF_START_S
+        self._attempt = 0
+
+    def client_overrides(self) -> dict[str, int]:
+        """While reconnecting, clients give up on the bootstrap servers sooner."""
+        return {"bootstrap_timeout_ms": RECONNECT_BOOTSTRAP_TIMEOUT_MS} if self.lost_since is not None else {}
+
+    def run_forever(self, session: Callable[[], None]) -> None:
+        """Raises `kafka_io.AuthenticationFailed` (credentials are not retried)."""
+        while not self.stop.is_set():
+            try:
+                session()
+            except kafka_io.AuthenticationFailed:
+                raise
+            except (KafkaError, kafka_io.KafkaIOError, OSError) as exc:
+                self._attempt += 1
+                attempt, backoff = self._attempt, self._backoff
+                self.metrics.errors.labels(self.name, "kafka").inc()
+                if self.lost_since is None:
+                    self.lost_since = time.monotonic()
+                    self.metrics.reconnects.labels(self.name).inc()
+                    logger.warning("%s lost the connection to Kafka at %s (%s: %s); reconnecting in %.1f s "
+                                   "from the committed offsets", self.name, self.settings.bootstrap_servers,
+                                   type(exc).__name__, exc, backoff)
+                else:
+                    logger.warning("%s: Kafka still unavailable (attempt %d, %s: %s); new clients in %.1f s",
+                                   self.name, attempt, type(exc).__name__, exc, backoff)
+                if self.stop.wait(backoff):
+                    break
+                self._backoff = min(backoff * 2, BACKOFF_MAX_S)
+        logger.info("%s stopped", self.name)
+
+    def connected(self, round_trip_started: float | None = None) -> None:
+        """A broker round trip (that began at `round_trip_started`) succeeded."""
+        if self.lost_since is None:
+            return
+        if round_trip_started is not None and round_trip_started < self.lost_since:
+            return
+        logger.warning("%s reconnected to Kafka at %s after %.1f s", self.name,
+                       self.settings.bootstrap_servers, time.monotonic() - self.lost_since)
+        self.lost_since = None
+        self._backoff, self._attempt = BACKOFF_START_S, 0
+
+    def connection_failed(self, detail: str) -> None:
+        """ConnectionWatch's callback: the first failure of an outage is logged and counted."""
+        if self.lost_since is not None:
+            return
+        self.lost_since = time.monotonic()
+        self.metrics.reconnects.labels(self.name).inc()
+        self.metrics.errors.labels(self.name, "kafka").inc()
+        logger.warning("%s lost the connection to Kafka at %s (kafka-python: %s); reconnecting with backoff",
+                       self.name, self.settings.bootstrap_servers, detail)
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        """Report kafka-python's own connection failures while a session runs."""
+        watch = ConnectionWatch(self.connection_failed)
+        kafka_logger = logging.getLogger("kafka")
+        kafka_logger.addHandler(watch)
+        try:
+            yield
+        finally:
+            kafka_logger.removeHandler(watch)
+
+
 class StreamService(Generic[In]):
     """Consumes `in_topic` records of type `in_type`, maps each through `handle`."""
 
@@ -214,57 +290,15 @@ class StreamService(Generic[In]):
         self.max_poll_interval_ms = max_poll_interval_ms
         self.metrics = metrics or ServiceMetrics(name)
         self.stop = stop or StopFlag()
-        self._lost_since: float | None = None
-        self._backoff = BACKOFF_START_S
-        self._attempt = 0
+        self.link = KafkaLink(name, settings, self.metrics, self.stop)
 
     # -- lifecycle --------------------------------------------------------------------
     def run_forever(self) -> None:
-        """Consume until stopped; reconnect with backoff whenever the broker goes away.
-
-        Raises `kafka_io.AuthenticationFailed` (credentials are not retried)."""
-        while not self.stop.is_set():
-            try:
-                self._run_session()
-            except kafka_io.AuthenticationFailed:
-                raise
-            except (KafkaError, kafka_io.KafkaIOError, OSError) as exc:
-                self._attempt += 1
-                attempt, backoff = self._attempt, self._backoff
-                self.metrics.errors.labels(self.name, "kafka").inc()
-                if self._lost_since is None:
-                    self._lost_since = time.monotonic()
-                    self.metrics.reconnects.labels(self.name).inc()
-                    logger.warning("%s lost the connection to Kafka at %s (%s: %s); reconnecting in %.1f s",
-                                   self.name, self.settings.bootstrap_servers, type(exc).__name__, exc, backoff)
-                else:
-                    logger.warning("%s: Kafka still unavailable (attempt %d, %s: %s); new clients in %.1f s",
-                                   self.name, attempt, type(exc).__name__, exc, backoff)
-                if self.stop.wait(backoff):
-                    break
-                self._backoff = min(backoff * 2, BACKOFF_MAX_S)
-        logger.info("%s stopped", self.name)
-
-    def _connected(self, round_trip_started: float) -> None:
-        """A broker round trip that began at `round_trip_started` succeeded."""
-        if self._lost_since is not None and round_trip_started >= self._lost_since:
-            logger.warning("%s reconnected to Kafka at %s after %.1f s", self.name,
-                           self.settings.bootstrap_servers, time.monotonic() - self._lost_since)
-            self._lost_since = None
-            self._backoff, self._attempt = BACKOFF_START_S, 0
-
-    def _connection_failed(self, detail: str) -> None:
-        """ConnectionWatch's callback: the first failure of an outage is logged and counted."""
-        if self._lost_since is not None:
-            return
-        self._lost_since = time.monotonic()
-        self.metrics.reconnects.labels(self.name).inc()
-        self.metrics.errors.labels(self.name, "kafka").inc()
-        logger.warning("%s lost the connection to Kafka at %s (kafka-python: %s); reconnecting with backoff",
-                       self.name, self.settings.bootstrap_servers, detail)
+        """Consume until stopped; reconnect with backoff whenever the broker goes away."""
+        self.link.run_forever(self._run_session)
 
     def _run_session(self) -> None:
-        boot = {"bootstrap_timeout_ms": RECONNECT_BOOTSTRAP_TIMEOUT_MS} if self._lost_since is not None else {}
+        boot = self.link.client_overrides()
         consumer = kafka_io.make_consumer(
             self.settings, self.group_id, [self.in_topic],
             max_poll_records=self.max_poll_records, max_poll_interval_ms=self.max_poll_interval_ms,
@@ -278,31 +312,28 @@ class StreamService(Generic[In]):
             raise
         logger.info("%s consuming %s as group %s", self.name, self.in_topic, self.group_id)
         healthy_at = 0.0
-        watch = ConnectionWatch(self._connection_failed)
-        kafka_logger = logging.getLogger("kafka")
-        kafka_logger.addHandler(watch)
         try:
-            while not self.stop.is_set():
-                batch = consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
-                if batch:
-                    try:
-                        self._process(batch, consumer, producer)
-                    except CommitFailedError as exc:
-                        # The group rebalanced while we worked: our outputs are out, the
-                        # records go to their new owner again (at-least-once, idempotent).
-                        logger.warning("%s: commit refused after a rebalance (%s); those records will be "
-                                       "processed again", self.name, exc)
-                        self.metrics.errors.labels(self.name, "commit").inc()
-                interval = HEALTH_INTERVAL_S if self._lost_since is None else 1.0
-                if time.monotonic() - healthy_at >= interval:
-                    started = time.monotonic()
-                    self._update_lag(consumer)  # raises KafkaTimeoutError when the broker is gone
-                    healthy_at = time.monotonic()
-                    self._connected(started)
+            with self.link.watching():
+                while not self.stop.is_set():
+                    batch = consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+                    if batch:
+                        try:
+                            self._process(batch, consumer, producer)
+                        except CommitFailedError as exc:
+                            # The group rebalanced while we worked: our outputs are out, the
+                            # records go to their new owner again (at-least-once, idempotent).
+                            logger.warning("%s: commit refused after a rebalance (%s); those records will be "
+                                           "processed again", self.name, exc)
+                            self.metrics.errors.labels(self.name, "commit").inc()
+                    interval = HEALTH_INTERVAL_S if self.link.lost_since is None else 1.0
+                    if time.monotonic() - healthy_at >= interval:
+                        started = time.monotonic()
+                        self._update_lag(consumer)  # raises KafkaTimeoutError when the broker is gone
+                        healthy_at = time.monotonic()
+                        self.link.connected(started)
         except HandedBack:
             pass
         finally:
-            kafka_logger.removeHandler(watch)
             close_quietly(consumer)
             close_quietly(producer)
 
@@ -419,3 +450,44 @@ def configure_logging(settings: Settings) -> None:
     noise = KafkaNoiseFilter()
     for handler in logging.getLogger().handlers:
         handler.addFilter(noise)
+
+
+class StartupError(Exception):
+    """A service cannot start as configured (bad model, missing backend): exit status 2."""
+
+
+class ServiceFailed(RuntimeError):
+    """The service stopped on an internal failure: exit status 1, the supervisor restarts it."""
+
+
+class Runnable(Protocol):
+    def run_forever(self) -> None: ...
+
+
+def run_service(name: str, build: Callable[[Settings, ServiceMetrics, StopFlag], Runnable]) -> int:
+    """The life of a service process, and its exit status.
+
+    SIGTERM is handled from the first moment, so a stop during a slow start (TensorFlow's
+    import) still exits 0; refused Kafka credentials exit 3 with a clear message."""
+    stop = StopFlag()
+    stop.install()
+    settings = Settings.from_env()
+    configure_logging(settings)
+    metrics = ServiceMetrics(name)
+    metrics.serve(settings.metrics_port)
+    try:
+        service = build(settings, metrics, stop)
+    except StartupError as exc:
+        logger.error("%s cannot start: %s", name, exc)
+        return 2
+    if stop.is_set():
+        return 0
+    try:
+        service.run_forever()
+    except kafka_io.AuthenticationFailed as exc:
+        logger.error("authentication with Kafka failed, exiting with status 3: %s", exc)
+        return 3
+    except ServiceFailed as exc:
+        logger.error("%s; exiting so the supervisor restarts the service from the committed offsets", exc)
+        return 1
+    return 0

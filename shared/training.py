@@ -157,7 +157,8 @@ class _Windows:
 
 
 def _batches_factory(windows: _Windows, examples: np.ndarray, y: np.ndarray, w: np.ndarray, batch_size: int,
-                     seed: int, augment: bool, arch: str, stats: Mapping[str, Any]):
+                     seed: int, augment: bool, arch: str, stats: Mapping[str, Any], mixup: float = 0.0,
+                     time_masks: int = 0):
     """A keras PyDataset of shuffled, jittered, preprocessed batches (own RNG, deterministic)."""
     import keras
 
@@ -184,7 +185,26 @@ def _batches_factory(windows: _Windows, examples: np.ndarray, y: np.ndarray, w: 
             wins = [windows.window(int(examples[i]), int(self._shifts[i])) for i in sel]
             raw = {k: np.stack([wd[k] for wd in wins]) for k in windows.frames}
             xb = apply_normalisation(_prepare(raw, arch), stats)
-            return xb, y[sel], w[sel]
+            yb, wb = y[sel], w[sel]
+            if mixup > 0 or time_masks > 0:
+                rng = np.random.RandomState((seed * 7919 + self.epoch * 100003 + idx) % (2**32))
+                if time_masks > 0:
+                    base = windows.base
+                    for r in range(len(sel)):
+                        for _ in range(time_masks):
+                            width = rng.randint(0, base // 10 + 1)
+                            start = rng.randint(0, base - width + 1)
+                            for k, v in xb.items():
+                                sc = windows.scale[k]
+                                v[r, start * sc : (start + width) * sc] = 0.0
+                if mixup > 0:
+                    lam = rng.beta(mixup, mixup, size=len(sel)).astype(np.float32)
+                    lam = np.maximum(lam, 1 - lam)
+                    partner = rng.permutation(len(sel))
+                    xb = {k: lam[:, None, None] * v + (1 - lam[:, None, None]) * v[partner] for k, v in xb.items()}
+                    yb = lam[:, None] * yb + (1 - lam[:, None]) * yb[partner]
+                    wb = lam * wb + (1 - lam) * wb[partner]
+            return xb, yb, wb
 
     return Batches()
 
@@ -205,6 +225,8 @@ def train_model(
     batch_size: int = DEFAULT_BATCH_SIZE,
     learning_rate: float = DEFAULT_LEARNING_RATE,
     augment: bool = True,
+    mixup: float = 0.0,
+    time_masks: int = 0,
     songs: Sequence[str] | None = None,
     n_samples: Sequence[int] | None = None,
     extra_metadata: Mapping[str, Any] | None = None,
@@ -263,7 +285,8 @@ def train_model(
         loss="categorical_crossentropy",
         metrics=["accuracy"],
     )
-    train_data = _batches_factory(windows, examples, onehot[y_tr], w_tr, batch_size, seed, augment, resolved, stats)
+    train_data = _batches_factory(windows, examples, onehot[y_tr], w_tr, batch_size, seed, augment, resolved, stats,
+                                  mixup=mixup if augment else 0.0, time_masks=time_masks if augment else 0)
     has_val = bool(val_mask.any())
     callbacks: list[Any] = []
     if has_val:
@@ -303,6 +326,8 @@ def train_model(
             "loss": "categorical_crossentropy",
             "seed": int(seed),
             "augment": f"window jitter +-{JITTER_FRACTION:g} chunk within the song" if augment else "none",
+            "mixup": float(mixup) if augment else 0.0,
+            "time_masks": int(time_masks) if augment else 0,
             "validation_fraction": float(validation_fraction),
             "class_weights": {g: round(float(w), 6) for g, w in zip(genres, class_weight)},
             "chunks_train": int(tr.sum()),

@@ -14,7 +14,7 @@ from shared.blobstore import BlobNotFound, BlobStore
 from shared.featurespec import DEFAULT_SPEC, FeatureSpec
 from shared.metrics import ServiceMetrics
 from shared.schemas import Chunk, SongRef, now
-from shared.service import Output, StreamService, configure_logging
+from shared.service import Output, StopFlag, StreamService, run_service
 from shared.settings import Settings
 
 logger = logging.getLogger("services.chunker")
@@ -58,24 +58,17 @@ def song_chunks(ref: SongRef, settings: Settings, store: BlobStore, spec: Featur
                         produced_at=ref.produced_at, chunked_at=now()))
 
 
-def main() -> int:
-    settings = Settings.from_env()
-    configure_logging(settings)
-    metrics = ServiceMetrics(SERVICE)
-    metrics.serve(settings.metrics_port)
+def build(settings: Settings, metrics: ServiceMetrics, stop: StopFlag) -> StreamService[SongRef]:
     store = BlobStore(settings.blob_dir)
-    service = StreamService(
+    return StreamService(
         SERVICE, settings, settings.group_chunker, settings.topic_songs, SongRef,
         lambda ref: song_chunks(ref, settings, store, DEFAULT_SPEC, metrics),
-        max_poll_records=1, max_poll_interval_ms=900_000, metrics=metrics,
+        max_poll_records=1, max_poll_interval_ms=900_000, metrics=metrics, stop=stop,
     )
-    service.stop.install()
-    try:
-        service.run_forever()
-    except kafka_io.AuthenticationFailed as exc:
-        logger.error("authentication with Kafka failed, exiting with status 3: %s", exc)
-        return 3
-    return 0
+
+
+def main() -> int:
+    return run_service(SERVICE, build)
 
 
 if __name__ == "__main__":

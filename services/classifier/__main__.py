@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from shared import kafka_io
-from services.classifier.loop import ClassifierLoop, WorkerDied
+from services.classifier.loop import ClassifierLoop
 from shared.metrics import ServiceMetrics
 from shared.model import ModelLoadError
-from shared.service import configure_logging
+from shared.service import StartupError, StopFlag, run_service
 from shared.settings import Settings
 
 logger = logging.getLogger("services.classifier")
+SERVICE = "classifier"
 
 
 def log_devices() -> None:
@@ -30,27 +30,16 @@ def log_devices() -> None:
     logger.info("TensorFlow %s; GPUs visible: %s; inference on %s", tf.__version__, ", ".join(gpus) or "none", device())
 
 
-def main() -> int:
-    settings = Settings.from_env()
-    configure_logging(settings)
-    metrics = ServiceMetrics("classifier")
-    metrics.serve(settings.metrics_port)
+def build(settings: Settings, metrics: ServiceMetrics, stop: StopFlag) -> ClassifierLoop:
     log_devices()
     try:
-        loop = ClassifierLoop(settings, metrics)
+        return ClassifierLoop(settings, metrics, stop=stop)
     except ModelLoadError as exc:
-        logger.error("cannot start: %s", exc)
-        return 2
-    loop.stop.install()
-    try:
-        loop.run_forever()
-    except kafka_io.AuthenticationFailed as exc:
-        logger.error("%s", exc)
-        return 3
-    except WorkerDied as exc:
-        logger.error("%s; exiting so the supervisor restarts the service from the committed offsets", exc)
-        return 1
-    return 0
+        raise StartupError(f"{exc} (GENRE_MODEL_PATH={settings.model_path})") from None
+
+
+def main() -> int:
+    return run_service(SERVICE, build)
 
 
 if __name__ == "__main__":

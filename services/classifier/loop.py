@@ -44,9 +44,9 @@ from shared import kafka_io
 from shared.metrics import ServiceMetrics
 from shared.schemas import Features, SchemaError, decode
 from shared.service import (
-    BACKOFF_MAX_S,
-    BACKOFF_START_S,
+    KafkaLink,
     Output,
+    ServiceFailed,
     StopFlag,
     close_quietly,
     dead_letter,
@@ -70,10 +70,9 @@ HEALTH_INTERVAL_S = 5.0
 """How often the poll thread asks the broker for end offsets (lag metrics, and liveness:
 kafka-python only retries quietly when the broker is gone)."""
 HEALTH_TIMEOUT_MS = 5000
-RECONNECT_BOOTSTRAP_TIMEOUT_MS = 10_000
 
 
-class WorkerDied(RuntimeError):
+class WorkerDied(ServiceFailed):
     pass
 
 
@@ -89,44 +88,18 @@ class ClassifierLoop:
         self.stop = stop or StopFlag()
         self.holder = holder or ModelHolder(settings.model_path, metrics, mixed_precision=settings.mixed_precision,
                                             check_interval_s=settings.model_check_interval_s)
-        self.lost_since: float | None = None
+        self.link = KafkaLink(SERVICE, settings, metrics, self.stop)
 
     def connected(self) -> None:
-        if self.lost_since is not None:
-            logger.warning("classifier reconnected to Kafka at %s after %.1f s", self.settings.bootstrap_servers,
-                           time.monotonic() - self.lost_since)
-            self.lost_since = None
+        self.link.connected()
 
     # -- lifecycle --------------------------------------------------------------------
     def run_forever(self) -> None:
-        backoff = BACKOFF_START_S
-        attempt = 0
-        while not self.stop.is_set():
-            try:
-                self._run_session()
-                backoff = BACKOFF_START_S
-            except kafka_io.AuthenticationFailed:
-                raise
-            except (KafkaError, kafka_io.KafkaIOError, OSError) as exc:
-                attempt += 1
-                self.metrics.errors.labels(SERVICE, "kafka").inc()
-                if self.lost_since is None:
-                    self.lost_since = time.monotonic()
-                    self.metrics.reconnects.labels(SERVICE).inc()
-                    logger.warning("classifier lost the connection to Kafka at %s (%s: %s); reconnecting in %.1f s "
-                                   "from the committed offsets", self.settings.bootstrap_servers,
-                                   type(exc).__name__, exc, backoff)
-                else:
-                    logger.warning("classifier: Kafka still unavailable (attempt %d: %s: %s); retrying in %.1f s",
-                                   attempt, type(exc).__name__, exc, backoff)
-                if self.stop.wait(backoff):
-                    break
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
-        logger.info("classifier stopped")
+        self.link.run_forever(self._run_session)
 
     def _run_session(self) -> None:
         s = self.settings
-        boot = {"bootstrap_timeout_ms": RECONNECT_BOOTSTRAP_TIMEOUT_MS} if self.lost_since is not None else {}
+        boot = self.link.client_overrides()
         overrides = session_overrides(s)
         consumer = kafka_io.make_consumer(
             s, s.group_classifier, [], max_poll_records=max(s.batch_max_size, 64),
@@ -140,7 +113,8 @@ class ClassifierLoop:
             raise
         session = _Session(self, consumer, producer)
         try:
-            session.run()
+            with self.link.watching():
+                session.run()
         finally:
             session.teardown()
 

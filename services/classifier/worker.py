@@ -23,7 +23,7 @@ from typing import Any, Callable, Hashable
 
 import numpy as np
 
-from shared.featurespec import ChunkFeatures, SpecMismatch, require_same_spec
+from shared.featurespec import ChunkFeatures, SpecMismatch, require_feature_shapes, require_same_spec
 from shared.metrics import ServiceMetrics
 from shared.schemas import Prediction
 from shared.service import Output
@@ -132,7 +132,9 @@ class InferenceWorker:
                 errors[i] = f.error
                 continue
             try:
-                require_same_spec(f.spec_id, self.holder.get(version).spec)
+                spec = self.holder.get(version).spec
+                require_same_spec(f.spec_id, spec)
+                require_feature_shapes(f.arrays, spec)
             except SpecMismatch as exc:
                 errors[i] = str(exc)
                 continue

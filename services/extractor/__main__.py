@@ -9,11 +9,10 @@ from typing import Callable, Iterator
 
 from threadpoolctl import threadpool_limits
 
-from shared import kafka_io
 from shared.featurespec import DEFAULT_SPEC, ChunkFeatures, FeatureSpec
 from shared.metrics import ServiceMetrics
 from shared.schemas import Chunk, Features
-from shared.service import Output, StreamService, configure_logging
+from shared.service import Output, StartupError, StopFlag, StreamService, run_service
 from shared.settings import Settings
 
 logger = logging.getLogger("services.extractor")
@@ -45,29 +44,26 @@ def chunk_features(chunk: Chunk, settings: Settings, spec: FeatureSpec,
     ))
 
 
-def main() -> int:
+def build(settings: Settings, metrics: ServiceMetrics, stop: StopFlag) -> StreamService[Chunk]:
     from shared.features import get_extractor
+    from shared.sonic_annotator import SonicAnnotatorError
 
-    settings = Settings.from_env()
-    configure_logging(settings)
-    metrics = ServiceMetrics(SERVICE)
-    metrics.serve(settings.metrics_port)
-    extract = get_extractor(settings.extractor_backend)
+    try:
+        extract = get_extractor(settings.extractor_backend)
+    except (ValueError, SonicAnnotatorError) as exc:
+        raise StartupError(f"EXTRACTOR_BACKEND={settings.extractor_backend}: {exc}") from None
     logger.info("extractor backend: %s", settings.extractor_backend)
-    service = StreamService(
+    # One BLAS/FFT thread per process: scale by processes (replicas), not threads.
+    threadpool_limits(limits=1)
+    return StreamService(
         SERVICE, settings, settings.group_extractor, settings.topic_chunks, Chunk,
         lambda chunk: chunk_features(chunk, settings, DEFAULT_SPEC, extract, metrics),
-        max_poll_records=4, metrics=metrics,
+        max_poll_records=4, metrics=metrics, stop=stop,
     )
-    service.stop.install()
-    # One BLAS/FFT thread per process: scale by processes (replicas), not threads.
-    with threadpool_limits(limits=1):
-        try:
-            service.run_forever()
-        except kafka_io.AuthenticationFailed as exc:
-            logger.error("authentication with Kafka failed, exiting with status 3: %s", exc)
-            return 3
-    return 0
+
+
+def main() -> int:
+    return run_service(SERVICE, build)
 
 
 if __name__ == "__main__":

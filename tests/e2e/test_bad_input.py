@@ -165,12 +165,6 @@ def _features_of(song_id: str, genre: str, seconds: float, seed: int) -> list[Fe
                      arrays=extract_features(pcm[i * size:(i + 1) * size], SR).arrays()) for i in range(n)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "classifier: a features record whose arrays are 2-D float32 but of the wrong shape for the model "
-    "passes the schema; services/classifier/worker.py then fails the whole predict group (every song in "
-    "the batch gets an error verdict) or pads/cuts it silently (an ok verdict on garbage). Fix: check "
-    "each record's shapes against the model's spec before grouping (per-record error or dead letter). "
-    "Remove this marker once fixed."))
 def test_features_of_the_wrong_shape_do_not_poison_a_batch(pipeline):  # noqa: ANN001
     good = _features_of("good-song", "clicks", 90, seed=5)
     bad_width = wrong_shape_features("bad-width", (646, 7))

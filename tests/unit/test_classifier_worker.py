@@ -59,8 +59,9 @@ class FakeHolder:
 
 
 def features(song: str, index: int, last: bool, sign: float = 1.0, **kw) -> Features:  # noqa: ANN003
-    arrays = {"mfcc": np.full((4, 20), sign, np.float32), "peaks": np.ones((8, 7), np.float32),
-              "valleys": np.ones((8, 7), np.float32)}
+    shapes = DEFAULT_SPEC.feature_shapes()
+    arrays = {"mfcc": np.full(shapes["mfcc"], sign, np.float32), "peaks": np.ones(shapes["peaks"], np.float32),
+              "valleys": np.ones(shapes["valleys"], np.float32)}
     return Features(song_id=song, filename=f"{song}.wav", index=index, last=last, spec_id=DEFAULT_SPEC.id,
                     arrays=arrays, **kw)
 
