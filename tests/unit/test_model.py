@@ -130,3 +130,38 @@ def test_synthetic_model_classifies_generated_files(synthetic_model, song_factor
             feats = [extract_features(c.pcm, art.spec.sample_rate) for c in chunk_song(path, art.spec)]
             probs = art.predict(feats)
             assert (probs.argmax(axis=1) == art.genres.index(genre)).all(), (genre, probs)
+
+
+@pytest.mark.parametrize("arch,inputs", [
+    ("default", {"mfcc", "peaks", "valleys"}), ("merged", {"mfcc", "peaks", "valleys"}), ("mfcc", {"mfcc"}),
+    ("contrast", {"peaks", "valleys"}), ("seed", {"mfcc", "peaks"}), ("tiny", {"mfcc", "peaks", "valleys"}),
+])
+def test_architectures_build(arch, inputs):
+    from shared.model import build_network
+
+    frames = {k: v[0] for k, v in SHAPES.items()}
+    widths = {k: v[1] for k, v in SHAPES.items()}
+    net = build_network(arch, 5, frames, widths)
+    assert {t.name for t in net.inputs} == inputs
+    assert tuple(net.outputs[0].shape) == (None, 5)
+
+
+def test_seed_architecture_is_the_ancestors():
+    from shared.model import build_network
+
+    frames = {k: v[0] for k, v in SHAPES.items()}
+    widths = {k: v[1] for k, v in SHAPES.items()}
+    net = build_network("seed", 8, frames, widths)
+    conv1, conv2, pconv = net.get_layer("mfcc_conv1"), net.get_layer("mfcc_conv2"), net.get_layer("peaks_conv")
+    assert (conv1.filters, conv1.kernel_size) == (100, (4,)) and (conv2.filters, conv2.kernel_size) == (20, (4,))
+    assert (pconv.filters, pconv.kernel_size, pconv.strides) == (100, (3,), (4,))
+    assert net.get_layer("mfcc_lstm").units == 300 and net.get_layer("peaks_lstm").units == 100
+    assert net.get_layer("dense").units == 1000
+
+
+def test_seed_trains_and_round_trips(tmp_path):
+    feats, labels, groups = fake_set(songs=3, chunks=1)
+    art = train_model(feats, labels, groups, arch="seed", epochs=1, seed=0, validation_fraction=0.0, batch_size=8)
+    assert art.metadata["preprocessing"]["loudness"] == "none"
+    art.save(tmp_path / "seed")
+    np.testing.assert_allclose(ModelArtifact.load(tmp_path / "seed").predict(feats), art.predict(feats), atol=1e-6)
