@@ -41,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from shared.broker import external_or_local  # noqa: E402
+
 SONG_CHUNKS = 7
 
 
@@ -85,23 +87,6 @@ def find_model(arg: str | None, cache: Path, arch: str | None) -> tuple[str, str
                     name=f"synthetic-{arch}", songs=groups).save(path)
     art = ModelArtifact.load(path)
     return str(path), f"{art.version} ({arch}, synthetic data; trained in {time.perf_counter() - t0:.0f} s)"
-
-
-def start_broker(work: Path) -> tuple[str, object | None]:
-    from shared import kafka_io
-    from shared.broker import LocalBroker
-    from shared.settings import Settings
-
-    external = os.environ.get("GENRE_KAFKA_BOOTSTRAP")
-    if external:
-        try:
-            kafka_io.wait_for_broker(Settings.from_env(bootstrap_servers=external), timeout=5)
-            return external, None
-        except kafka_io.KafkaIOError as exc:
-            print(f"GENRE_KAFKA_BOOTSTRAP={external} does not answer ({exc}); starting a local broker")
-    broker = LocalBroker(work / "kafka", port=0)
-    broker.start(timeout=180)
-    return broker.bootstrap, broker
 
 
 def chunk_bank(n: int = 8):  # noqa: ANN201
@@ -220,7 +205,7 @@ def main() -> int:
     print(f"offline ceiling  ModelArtifact.predict, batch {args.offline_batch}: {ceiling:8.1f} chunks/s "
           f"({1000 / ceiling:.3f} ms/chunk); one batch of {args.batch}: {1000 * batch_s:.1f} ms")
 
-    bootstrap, broker = start_broker(work)
+    bootstrap, broker = external_or_local(work)
     suffix = uuid.uuid4().hex[:8]
     base = Settings.from_env(bootstrap_servers=bootstrap)
     settings = replace(

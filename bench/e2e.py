@@ -37,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from shared.broker import external_or_local  # noqa: E402
+
 THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
               "TF_NUM_INTEROP_THREADS": "1"}
 
@@ -72,23 +74,6 @@ def make_songs(root: Path, n: int, seconds: float) -> tuple[Path, list[Path], di
     return warm, songs, truth
 
 
-def start_broker(work: Path) -> tuple[str, object | None]:
-    from shared import kafka_io
-    from shared.broker import LocalBroker
-    from shared.settings import Settings
-
-    external = os.environ.get("GENRE_KAFKA_BOOTSTRAP")
-    if external:
-        try:
-            kafka_io.wait_for_broker(Settings.from_env(bootstrap_servers=external), timeout=5)
-            return external, None
-        except kafka_io.KafkaIOError as exc:
-            print(f"GENRE_KAFKA_BOOTSTRAP={external} does not answer ({exc}); starting a local broker")
-    broker = LocalBroker(work / "kafka", port=0)
-    broker.start(timeout=120)
-    return broker.bootstrap, broker
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--songs", type=int, default=16, help="songs to classify (default 16)")
@@ -112,7 +97,7 @@ def main() -> int:
     warm, songs, truth = make_songs(work / "songs", args.songs, args.seconds)
     audio_s = args.songs * args.seconds
 
-    bootstrap, broker = start_broker(work)
+    bootstrap, broker = external_or_local(work)
     settings = unique_settings(bootstrap, "bench-e2e", partitions=args.partitions)
     pipeline = Pipeline(settings, model, work)
     pipe_by_name: dict[str, dict] = {}

@@ -727,3 +727,21 @@ __all__ = [
     "default_data_dir", "ensure_jars", "find_java", "find_mvn", "free_port", "kafka_home",
     "kafka_version", "probe",
 ]
+
+
+def external_or_local(work_dir: Path, timeout: float = 180.0) -> tuple[str, "LocalBroker | None"]:
+    """GENRE_KAFKA_BOOTSTRAP when it answers, else a fresh LocalBroker under `work_dir`
+    (returned so the caller stops it): the benchmarks' broker."""
+    from shared import kafka_io
+    from shared.settings import Settings
+
+    external = os.environ.get("GENRE_KAFKA_BOOTSTRAP")
+    if external:
+        try:
+            kafka_io.wait_for_broker(Settings.from_env(bootstrap_servers=external), timeout=5)
+            return external, None
+        except kafka_io.KafkaIOError as exc:
+            log.warning("GENRE_KAFKA_BOOTSTRAP=%s does not answer (%s); starting a local broker", external, exc)
+    broker = LocalBroker(Path(work_dir) / "kafka", port=0)
+    broker.start(timeout=timeout)
+    return broker.bootstrap, broker

@@ -3,9 +3,7 @@ real synthetic model (no broker)."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -15,22 +13,11 @@ import pytest
 from services.classifier.models import ModelHolder, to_mixed_precision
 from shared.metrics import ServiceMetrics
 from shared.model import ModelArtifact
-from tests.fixtures.models import fake_chunk
+from tests.fixtures.models import copy_model_as_version, swap_symlink, fake_chunk
 
 
-def _copy(src: Path, dst: Path, version: str | None = None) -> Path:
-    shutil.copytree(src, dst)
-    if version:
-        meta = json.loads((dst / "metadata.json").read_text())
-        meta["version"] = version
-        (dst / "metadata.json").write_text(json.dumps(meta))
-    return dst
 
 
-def _swap(link: Path, target: Path) -> None:
-    tmp = link.with_name(link.name + ".new")
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
 
 
 def _poll_current(holder: ModelHolder, version: str, timeout: float = 60.0) -> None:
@@ -43,15 +30,15 @@ def _poll_current(holder: ModelHolder, version: str, timeout: float = 60.0) -> N
 
 def test_symlink_swap_is_picked_up_between_batches(synthetic_model, tmp_path):
     v1 = ModelArtifact.load(synthetic_model).version
-    m1 = _copy(Path(synthetic_model), tmp_path / "m1")
-    m2 = _copy(Path(synthetic_model), tmp_path / "m2", "synthetic-v2")
+    m1 = copy_model_as_version(Path(synthetic_model), tmp_path / "m1")
+    m2 = copy_model_as_version(Path(synthetic_model), tmp_path / "m2", "synthetic-v2")
     link = tmp_path / "current"
     os.symlink(m1, link)
     metrics = ServiceMetrics("classifier")
     holder = ModelHolder(str(link), metrics, check_interval_s=0.0)
     first = holder.current()
     assert first.version == v1
-    _swap(link, m2)
+    swap_symlink(link, m2)
     _poll_current(holder, "synthetic-v2")
     # the old version stays available while an open song is pinned to it, then goes
     assert holder.get(v1) is first
@@ -64,7 +51,7 @@ def test_symlink_swap_is_picked_up_between_batches(synthetic_model, tmp_path):
 
 
 def test_in_place_save_is_picked_up_and_a_broken_folder_keeps_the_old_model(synthetic_model, tmp_path):
-    folder = _copy(Path(synthetic_model), tmp_path / "model")
+    folder = copy_model_as_version(Path(synthetic_model), tmp_path / "model")
     metrics = ServiceMetrics("classifier")
     holder = ModelHolder(str(folder), metrics, check_interval_s=0.0)
     old = holder.current().version

@@ -11,9 +11,7 @@ produced straight to the features topic (no chunker/extractor needed).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -21,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.fixtures.models import copy_model_as_version, swap_symlink
 
 from services.classifier.models import ModelHolder  # noqa: F401 - import check: the service module loads
 from shared import kafka_io
@@ -239,24 +239,14 @@ def committed_offset(settings, partition: int) -> int | None:  # noqa: ANN001
         c.close()
 
 
-def _copy_as_version(src: Path, dst: Path, version: str) -> Path:
-    shutil.copytree(src, dst)
-    meta = json.loads((dst / "metadata.json").read_text())
-    meta["version"] = version
-    (dst / "metadata.json").write_text(json.dumps(meta))
-    return dst
 
 
-def _swap_symlink(link: Path, target: Path) -> None:
-    tmp = link.with_name(link.name + ".new")
-    os.symlink(target, tmp)
-    os.replace(tmp, link)  # atomic: readers see the old or the new folder, never neither
 
 
 def test_model_swap_mid_stream(kafka_settings, synthetic_model, chunk_bank, tmp_path):
     v1 = ModelArtifact.load(synthetic_model).version
-    m1 = _copy_as_version(Path(synthetic_model), tmp_path / "m1", v1)
-    m2 = _copy_as_version(Path(synthetic_model), tmp_path / "m2", "synthetic-rollout-2")
+    m1 = copy_model_as_version(Path(synthetic_model), tmp_path / "m1", v1)
+    m2 = copy_model_as_version(Path(synthetic_model), tmp_path / "m2", "synthetic-rollout-2")
     link = tmp_path / "current"
     os.symlink(m1, link)
     p = classifier_pipeline(kafka_settings, str(link), tmp_path, GENRE_MODEL_CHECK_INTERVAL_S="0.5")
@@ -274,7 +264,7 @@ def test_model_swap_mid_stream(kafka_settings, synthetic_model, chunk_bank, tmp_
                    lambda got: {x.song_id for x in got} >= want, timeout=120)
         read_topic(kafka_settings, kafka_settings.topic_verdicts, Verdict,
                    lambda got: {v.song_id for v in got} >= want - {"span"}, timeout=120)
-        _swap_symlink(link, m2)
+        swap_symlink(link, m2)
         wait_log(svc, "model changed:")
         feeder.send([(spanning, 1)] + [(s, i) for s in after for i in range(len(s.chunks))])
         grouped = verdicts_by_song(kafka_settings, len(before) + len(after) + 1, p)
