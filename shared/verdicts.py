@@ -64,11 +64,16 @@ def verdict_from_tally(tally: VoteTally, genres: Sequence[str], model_version: s
     """A complete tally's verdict: an error if any chunk failed, else the vote."""
     assert tally.complete, "verdict_from_tally needs a complete tally"
     assert tally.last_index is not None
+    done = now()
+    timings = {"classifier_s": round(max(0.0, done - tally.first_seen), 4)} if tally.first_seen else {}
+    if tally.produced_at:
+        timings["end_to_end_s"] = round(max(0.0, done - tally.produced_at), 4)
     if tally.errors:
         return error_verdict(
             tally.song_id, tally.filename, tally.error(), model_version,
-            chunk_count=tally.last_index + 1, produced_at=tally.produced_at,
+            chunk_count=tally.last_index + 1, produced_at=tally.produced_at, timings=timings,
         )
     return ok_verdict(
-        tally.song_id, tally.filename, tally.stacked(), genres, model_version, produced_at=tally.produced_at
+        tally.song_id, tally.filename, tally.stacked(), genres, model_version,
+        produced_at=tally.produced_at, timings=timings,
     )

@@ -24,7 +24,7 @@ def corpus(root: Path) -> dict[str, tuple[Path, str | None]]:
         "clicks one.mp3": ("clicks", 65, 1, ("-b:a", "192k")),           # 2 chunks, 5 s tail dropped
         "drone partial.flac": ("drone", 75, 2, ()),                       # 3 chunks, last one 15 s, padded
         "Dröne ünïcode 'q' \"x\".flac": ("drone", 40, 3, ()),            # unicode, quotes, spaces
-        "clicks two.ogg": ("clicks", 95, 4, ()),                          # 4 chunks (last 5 s dropped... no: 35 s -> 3+)
+        "clicks two.ogg": ("clicks", 95, 4, ()),                          # 3 chunks, 5 s tail dropped
         "drone three.m4a": ("drone", 31, 5, ()),
         "clicks three.wav": ("clicks", 30, 6, ()),
     }
@@ -70,6 +70,7 @@ def test_songs_flow_end_to_end(pipeline, tmp_path):
         assert v["chunk_count"] == len(v["votes"]) >= 1
         assert 0 < v["confidence"] <= 1
         assert set(v["probabilities"]) == {"clicks", "drone"}
+        assert v["model_version"] and 0 <= v["timings"]["end_to_end_s"] < 600
     partial = verdicts[ids[str(songs["drone partial.flac"][0])]]
     assert partial["chunk_count"] == 3
     assert verdicts[ids[str(songs["clicks one.mp3"][0])]]["chunk_count"] == 2
