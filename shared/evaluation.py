@@ -235,9 +235,11 @@ def format_table(report: Mapping[str, Any]) -> str:
             rows.append((key, report[key]))
     for name, r in rows:
         lines.append(f"{name:<22}{r['song_accuracy']:>9.3f}{r['chunk_accuracy']:>11.3f}")
-    ga = report.get("gain_agreement")
-    if ga:
-        lines.append("gain agreement (song verdicts vs 0 dB): " + ", ".join(f"{k} dB: {v:.3f}" for k, v in ga.items()))
+    for name, r in rows:
+        ga = r.get("gain_agreement")
+        if ga:
+            lines.append(f"gain agreement of {name} (song verdicts vs 0 dB): "
+                         + ", ".join(f"{k} dB: {v:.3f}" for k, v in ga.items()))
     lines.append("")
     lines.append(f"{'genre':<14}{'precision':>10}{'recall':>8}{'f1':>7}{'songs':>7}")
     for g, s in report["per_genre"].items():

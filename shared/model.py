@@ -294,7 +294,7 @@ class ModelArtifact:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as tmp:
             tmp_model = Path(tmp) / MODEL_FILE
-            self.model.save(str(tmp_model))
+            _inference_copy(self.model).save(str(tmp_model))
             tmp_meta = Path(tmp) / METADATA_FILE
             tmp_meta.write_text(json.dumps(self.metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             os.replace(tmp_model, folder / MODEL_FILE)
@@ -349,6 +349,17 @@ class ModelArtifact:
         if len(batch) == 0:
             return np.zeros((0, len(self.genres)), dtype=np.float32)
         return self.predict_arrays(self.input_arrays(batch))
+
+
+def _inference_copy(model: Any) -> Any:
+    """The network without optimizer state (a third of the file, and nothing to resume)."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    import keras
+
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def _has_layer(model: Any, name: str) -> bool:

@@ -107,8 +107,10 @@ def run(args: argparse.Namespace) -> int:
     verdicts0 = song_predictions(probs, test.songs, model.genres)
 
     report["gain_agreement"] = {}
+    scaled_sets = {}
     for g in gains:
         scaled, _, _ = _labelled(test_root, args, gain_db=g, desc=f"test {g:+g} dB")
+        scaled_sets[g] = scaled
         p_g = model.predict(scaled.features)
         report["gain_agreement"][f"{g:+g}"] = song_agreement(verdicts0, song_predictions(p_g, scaled.songs, model.genres))
         report.setdefault("gain_song_accuracy", {})[f"{g:+g}"] = score(p_g, scaled, model.genres)["song_accuracy"]
@@ -136,6 +138,13 @@ def run(args: argparse.Namespace) -> int:
     elif not args.no_seed and train is not None:
         report["seed"] = _train_seed(model, train, train_groups, test)
         report["seed"] = _slim(report["seed"], args.keep_predictions)
+    if report["seed"] is not None:
+        seed_art = seed_model if args.seed_model else _SEED_CACHE["artifact"]
+        seed0 = song_predictions(seed_art.predict(test.features), test.songs, seed_art.genres)
+        report["seed"]["gain_agreement"] = {
+            f"{g:+g}": song_agreement(seed0, song_predictions(seed_art.predict(sc.features), sc.songs, seed_art.genres))
+            for g, sc in scaled_sets.items()
+        }
     report["evaluate_seconds"] = round(time.perf_counter() - t0, 1)
     report["training"] = {
         k: model.metadata.get("training", {}).get(k)
@@ -168,6 +177,9 @@ def _slim(report: dict, keep_predictions: bool) -> dict:
     return report
 
 
+_SEED_CACHE: dict = {}
+
+
 def _train_seed(model, train, train_groups, test) -> dict:
     """Train --arch seed with the model's own training settings on the same train chunks."""
     from shared.evaluation import score
@@ -183,6 +195,7 @@ def _train_seed(model, train, train_groups, test) -> dict:
         augment=tr.get("augment", "none") != "none", name="seed", progress=sys.stderr.isatty(),
         songs=train.songs, n_samples=train.n_samples,
     )
+    _SEED_CACHE["artifact"] = seed_art
     rep = score(seed_art.predict(test.features), test, seed_art.genres)
     rep["model_version"] = seed_art.version
     rep["train_seconds"] = round(time.perf_counter() - t0, 1)
