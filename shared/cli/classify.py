@@ -34,9 +34,11 @@ def run(args: argparse.Namespace) -> int:
     from shared.model import ModelArtifact, ModelLoadError
     from shared.pipeline import classify_file
     from shared.sonic_annotator import SonicAnnotatorError
+    from shared.tf_import import import_tensorflow_quietly
 
     settings = Settings.from_env()
     model_path = args.model or settings.model_path
+    import_tensorflow_quietly()
     try:
         model = ModelArtifact.load(model_path)
     except ModelLoadError as exc:

@@ -67,6 +67,9 @@ def _labelled(root: Path, args: argparse.Namespace, gain_db: float = 0.0, desc: 
 
 
 def run(args: argparse.Namespace) -> int:
+    from shared.tf_import import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     import os
 
     from shared.cli.train import set_tf_threads

@@ -86,6 +86,9 @@ def load_training_features(args: argparse.Namespace, root: Path):
 
 
 def run(args: argparse.Namespace) -> int:
+    from shared.tf_import import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     from shared.dataset import training_side
     from shared.evaluation import plot_curves
     from shared.training import train_model
