@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # Install everything genre needs on a Debian/Ubuntu machine, idempotently:
-#   system packages (ffmpeg, Java for the local Kafka broker, Maven), a virtualenv in .venv
-#   with the package and its dependencies. `--test` adds what the test suite needs
-#   (fluidsynth, Prometheus, sonic-annotator's runtime libraries, manifest validators).
+#   system packages (ffmpeg), a virtualenv in .venv with the package and its dependencies.
+#   `--broker` adds Java and Maven for the local Kafka broker (`genre broker start`);
+#   `--test` adds those and what the test suite needs (fluidsynth, Prometheus,
+#   sonic-annotator's runtime libraries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WITH_TEST=0
-[ "${1:-}" = "--test" ] && WITH_TEST=1
+WITH_BROKER=0
+case "${1:-}" in
+  --test) WITH_TEST=1; WITH_BROKER=1 ;;
+  --broker) WITH_BROKER=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--broker|--test]" >&2; exit 2 ;;
+esac
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-PKGS=(ffmpeg default-jre-headless maven python3-venv)
+PKGS=(ffmpeg python3-venv)
+if [ "$WITH_BROKER" = 1 ]; then PKGS+=(default-jre-headless maven); fi
 if [ "$WITH_TEST" = 1 ]; then
   PKGS+=(fluidsynth fluid-soundfont-gm prometheus flac
          libqt5core5a libqt5network5 libqt5xml5 libsndfile1 libsamplerate0 libsord-0-0 libserd-0-0
