@@ -153,6 +153,7 @@ def kafka_errors(settings: Settings) -> Iterator[None]:
 
 
 BOOTSTRAP_TIMEOUT_MS = 30_000
+FETCH_MAX_WAIT_MS = 100
 """How long a client keeps trying to reach a bootstrap server before giving up."""
 
 
@@ -182,6 +183,10 @@ def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) 
         max_partition_fetch_bytes=MAX_RECORD_BYTES,
         fetch_max_bytes=max(52_428_800, 4 * MAX_RECORD_BYTES),
         isolation_level="read_uncommitted",
+        # The broker answers one request per connection at a time: with the default
+        # 500 ms long-poll, every ListOffsets (lag, liveness) queued behind an idle fetch
+        # waited ~400 ms and stalled the service loop. 100 ms keeps those calls at ~10 ms.
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         max_poll_records=settings.batch_max_size,
         allow_auto_create_topics=False,
         bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
