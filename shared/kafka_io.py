@@ -432,19 +432,26 @@ def at_end(consumer: KafkaConsumer) -> bool:
     return True
 
 
-def consumer_lag(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
-    """Records not yet consumed per assigned partition (end offset - position)."""
+def consumer_lag(consumer: KafkaConsumer, *, timeout_ms: int = 5000,
+                 probe_topic: str | None = None) -> dict[TopicPartition, int]:
+    """Records not yet consumed per assigned partition (end offset - position).
+
+    Every call is a broker round trip that raises (KafkaTimeoutError) when the broker does
+    not answer within `timeout_ms`; with nothing assigned yet, the end offset of
+    `probe_topic`'s partition 0 is asked instead, so the services' liveness check holds."""
     assigned = list(consumer.assignment())
     if not assigned:
+        if probe_topic:
+            consumer.end_offsets([TopicPartition(probe_topic, 0)], timeout_ms=timeout_ms)
         return {}
-    ends = consumer.end_offsets(assigned)
+    ends = consumer.end_offsets(assigned, timeout_ms=timeout_ms)
     lag: dict[TopicPartition, int] = {}
     for tp in assigned:
         try:
-            pos = consumer.position(tp, timeout_ms=5000)
+            pos = consumer.position(tp, timeout_ms=timeout_ms)
         except KafkaError:
             continue
-        if pos is None or tp not in ends or ends[tp] is None:
+        if pos is None or ends.get(tp) is None:
             continue
         lag[tp] = max(0, int(ends[tp]) - int(pos))
     return lag

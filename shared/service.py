@@ -115,6 +115,16 @@ def dead_letter(service: str, record: object, reason: str) -> DeadLetter:
     )
 
 
+def dead_letter_output(service: str, settings: Settings, metrics: ServiceMetrics, record: object,
+                       reason: str) -> Output:
+    """Log and count a record that cannot be processed, and address its dead letter."""
+    logger.warning("dead-lettering %s[%s]@%s: %s", getattr(record, "topic", "?"),
+                   getattr(record, "partition", "?"), getattr(record, "offset", "?"), reason)
+    metrics.deadletters.labels(service, str(getattr(record, "topic", ""))).inc()
+    dl = dead_letter(service, record, reason)
+    return Output(settings.topic_deadletter, dl.key or f"{dl.topic}-{dl.partition}-{dl.offset}", dl)
+
+
 def session_overrides(settings: Settings) -> dict[str, int]:
     return {
         "session_timeout_ms": settings.session_timeout_ms,
@@ -415,29 +425,12 @@ class StreamService(Generic[In]):
             self.metrics.processing_seconds.labels(self.name, self.name).observe(time.perf_counter() - started)
 
     def _dead_letter(self, rec: object, reason: str) -> Output:
-        logger.warning("dead-lettering %s[%s]@%s: %s", getattr(rec, "topic", "?"),
-                       getattr(rec, "partition", "?"), getattr(rec, "offset", "?"), reason)
-        self.metrics.deadletters.labels(self.name, str(getattr(rec, "topic", ""))).inc()
-        dl = dead_letter(self.name, rec, reason)
-        return Output(self.settings.topic_deadletter, dl.key or f"{dl.topic}-{dl.partition}-{dl.offset}", dl)
+        return dead_letter_output(self.name, self.settings, self.metrics, rec, reason)
 
     def _update_lag(self, consumer: object) -> None:
         """Export the lag; a broker that does not answer within HEALTH_TIMEOUT_MS raises."""
-        assigned = list(consumer.assignment())  # type: ignore[attr-defined]
-        if not assigned:
-            # No partitions (yet): still make one round trip so a dead broker is noticed.
-            consumer.end_offsets([kafka_io.TopicPartition(self.in_topic, 0)], timeout_ms=HEALTH_TIMEOUT_MS)  # type: ignore[attr-defined]
-            return
-        ends = consumer.end_offsets(assigned, timeout_ms=HEALTH_TIMEOUT_MS)  # type: ignore[attr-defined]
-        for tp in assigned:
-            end = ends.get(tp)
-            try:
-                pos = consumer.position(tp, timeout_ms=HEALTH_TIMEOUT_MS)  # type: ignore[attr-defined]
-            except KafkaError:
-                continue
-            if end is None or pos is None:
-                continue
-            lag = max(0, int(end) - int(pos))
+        lags = kafka_io.consumer_lag(consumer, timeout_ms=HEALTH_TIMEOUT_MS, probe_topic=self.in_topic)  # type: ignore[arg-type]
+        for tp, lag in lags.items():
             self.metrics.consumer_lag.labels(self.name, self.group_id, tp.topic, str(tp.partition)).set(lag)
 
 

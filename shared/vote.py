@@ -28,7 +28,7 @@ def song_verdict(probabilities: np.ndarray, genres: Sequence[str]) -> SongVote:
     winners = p.argmax(axis=1)
     counts = np.bincount(winners, minlength=len(genres))
     sums = p.sum(axis=0)
-    # lexsort: last key is primary. Highest count, then highest summed probability, then name.
+    # Highest count, then highest summed probability, then the name.
     order = sorted(range(len(genres)), key=lambda g: (-counts[g], -sums[g], genres[g]))
     best = order[0]
     return SongVote(

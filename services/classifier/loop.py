@@ -49,7 +49,7 @@ from shared.service import (
     ServiceFailed,
     StopFlag,
     close_quietly,
-    dead_letter,
+    dead_letter_output,
     session_overrides,
 )
 from shared.settings import Settings
@@ -185,10 +185,7 @@ class _Session:
                 try:
                     feats = decode(rec.value, Features)
                 except SchemaError as exc:
-                    self.metrics.deadletters.labels(SERVICE, tp.topic).inc()
-                    logger.warning("dead-lettering %s[%d]@%d: %s", tp.topic, tp.partition, rec.offset, exc)
-                    dl = dead_letter(SERVICE, rec, str(exc))
-                    dlq.append(Output(s.topic_deadletter, dl.key or f"{tp.topic}-{tp.partition}-{rec.offset}", dl))
+                    dlq.append(dead_letter_output(SERVICE, s, self.metrics, rec, str(exc)))
                     items.append(Item(tp, rec.offset, None, now))  # the watermark passes it in order
                     continue
                 items.append(Item(tp, rec.offset, feats, now))
@@ -289,20 +286,9 @@ class _Session:
         if now - self.last_health < HEALTH_INTERVAL_S:
             return
         s = self.settings
-        assigned = list(self.consumer.assignment())
-        if not assigned:
-            self.consumer.end_offsets([kafka_io.TopicPartition(s.topic_features, 0)], timeout_ms=HEALTH_TIMEOUT_MS)
-        else:
-            ends = self.consumer.end_offsets(assigned, timeout_ms=HEALTH_TIMEOUT_MS)
-            for tp in assigned:
-                try:
-                    pos = self.consumer.position(tp, timeout_ms=HEALTH_TIMEOUT_MS)
-                except KafkaError:
-                    continue
-                if pos is None or ends.get(tp) is None:
-                    continue
-                lag = max(0, int(ends[tp]) - int(pos))
-                self.metrics.consumer_lag.labels(SERVICE, s.group_classifier, tp.topic, str(tp.partition)).set(lag)
+        for tp, lag in kafka_io.consumer_lag(self.consumer, timeout_ms=HEALTH_TIMEOUT_MS,
+                                             probe_topic=s.topic_features).items():
+            self.metrics.consumer_lag.labels(SERVICE, s.group_classifier, tp.topic, str(tp.partition)).set(lag)
         self.last_health = time.monotonic()
         self.loop.connected()
 

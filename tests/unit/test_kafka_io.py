@@ -146,7 +146,7 @@ class FakeConsumer:
     def assignment(self):  # noqa: ANN201
         return set(self.assigned)
 
-    def end_offsets(self, tps):  # noqa: ANN001, ANN201
+    def end_offsets(self, tps, timeout_ms=None):  # noqa: ANN001, ANN201
         return {TopicPartition("t", 0): 8, TopicPartition("t", 1): 10}
 
     def position(self, tp, timeout_ms=None):  # noqa: ANN001, ANN201
