@@ -34,10 +34,12 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
+from shared import kafka_recv
 from shared.schemas import MAX_MESSAGE_BYTES
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+kafka_recv.install()
 
 RECORD_OVERHEAD_BYTES = 64 * 1024
 """Room for the record batch header, key and headers on top of a MAX_MESSAGE_BYTES value."""

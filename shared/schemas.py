@@ -7,9 +7,10 @@ anything else raises `SchemaError` with a reason the dead-letter record carries.
 
 from __future__ import annotations
 
+import math
 import re
 import time
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Mapping, TypeVar
 
 import msgpack
@@ -57,7 +58,7 @@ def unpack_array(d: Any, name: str) -> np.ndarray:
     if not isinstance(data, bytes):
         raise SchemaError(f"{name}: data must be bytes")
     itemsize = np.dtype(dtype).itemsize
-    if int(np.prod(shape)) * itemsize != len(data):
+    if math.prod(shape) * itemsize != len(data):
         raise SchemaError(f"{name}: {len(data)} bytes do not fill shape {shape} of {dtype}")
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
@@ -73,7 +74,9 @@ class Message:
     ARRAYS: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k not in self.ARRAYS}
+        # Shallow: no field holds a dataclass, and msgpack copies what it packs
+        # (dataclasses.asdict deep-copies, a hot spot in the classifier's send path).
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.ARRAYS}
         for k in self.ARRAYS:
             arrays = getattr(self, k)
             d[k] = {name: pack_array(a) for name, a in arrays.items()} if isinstance(arrays, dict) else pack_array(arrays)

@@ -180,6 +180,19 @@ class WorkQueue:
                     return self._pop(max(fitting))
                 self._cond.wait(left)
 
+    def full_batch_ready(self, max_size: int) -> bool:
+        """Whether max_size items wait before any marker: the worker's cue to take the next
+        batch while the previous one is still being predicted."""
+        with self._cond:
+            n = 0
+            for x in self._q:
+                if isinstance(x, Marker):
+                    return False
+                n += 1
+                if n >= max(1, int(max_size)):
+                    return True
+            return False
+
     def _ready_count(self, max_size: int) -> tuple[int, bool]:
         """(items before the first marker, capped at max_size; whether to flush now)."""
         n = 0

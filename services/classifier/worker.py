@@ -18,6 +18,7 @@ import logging
 import queue as queue_mod
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
@@ -48,6 +49,21 @@ class Done:
     inflight_songs: int = 0
     marker: Marker | None = None
     chunks: int = 0
+
+
+@dataclass
+class _Batch:
+    """One batch between prepare, predict and finish (item positions as keys)."""
+
+    items: list[Item]
+    skip: set[int] = field(default_factory=set)
+    errors: dict[int, str] = field(default_factory=dict)
+    versions: dict[int, str] = field(default_factory=dict)
+    opened: dict[str, str] = field(default_factory=dict)  # song -> version, in item order
+    models: dict[str, Any] = field(default_factory=dict)  # version -> artifact, held for the batch
+    groups: dict[str, list[int]] = field(default_factory=dict)  # version -> items to predict
+    inputs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    probs: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,84 +106,140 @@ class InferenceWorker:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        """Take, prepare, predict, finish; while TensorFlow computes one batch (on the
+        predict thread, GIL released) this thread finishes the previous one and prepares
+        the next, when a full next batch is already waiting. Results stay in batch order."""
+        predictor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        pending: tuple[_Batch, Future] | None = None
         try:
             while True:
-                got = self.work.take(self.max_size, self.max_wait_s, self.preferred, idle_timeout_s=HOUSEKEEPING_S)
-                if got is None:
-                    break
+                if pending is not None and not self.work.full_batch_ready(self.max_size):
+                    self._finish_pending(pending)
+                    pending = None
+                if pending is not None:
+                    got: list[Item] | Marker | None = self.work.take(self.max_size, 0.0)
+                else:
+                    got = self.work.take(self.max_size, self.max_wait_s, self.preferred, idle_timeout_s=HOUSEKEEPING_S)
+                if got is None or isinstance(got, Marker):
+                    if pending is not None:
+                        self._finish_pending(pending)
+                        pending = None
+                    if got is None:
+                        break
                 self.busy = True
                 try:
                     if isinstance(got, Marker):
                         self.on_marker(got)
                     elif got:
-                        self.process(got)
-                    self.housekeeping()
+                        batch = self.prepare(got, pending[0] if pending is not None else None)
+                        fut = predictor.submit(self.predict, batch)
+                        if pending is not None:
+                            self._finish_pending(pending)
+                        pending = (batch, fut)
+                    if pending is None:
+                        self.housekeeping()
                 finally:
                     self.busy = False
         except BaseException as exc:  # noqa: BLE001 - reported to the poll thread, which stops the service
             logger.exception("inference worker failed")
             self.results.put(Failed(exc, self.generation))
+        finally:
+            predictor.shutdown(wait=False, cancel_futures=True)
 
-    # -- one batch --------------------------------------------------------------------
+    def _finish_pending(self, pending: tuple["_Batch", Future]) -> Done:
+        batch, fut = pending
+        fut.result()  # predict() reports its own failures in the batch; anything else is a bug
+        return self.finish(batch)
+
+    # -- one batch: prepare (versions, checks, inputs) -> predict -> finish (votes) -------
     def process(self, items: list[Item]) -> Done:
+        """One batch, start to end, on the calling thread."""
+        batch = self.prepare(items)
+        self.predict(batch)
+        return self.finish(batch)
+
+    def prepare(self, items: list[Item], previous: "_Batch | None" = None) -> "_Batch":
+        """Pick each chunk's model version and check it; stack the network's inputs.
+
+        `previous` is a batch prepared but not yet finished: its songs count as open (the
+        tracker has not seen them yet) with the versions picked for them there. This is a
+        superset of what `finish` then accepts, so nothing is skipped wrongly."""
         started = self.clock()
         model = self.holder.current()
         tracker = self.tracker
-        skip: set[int] = set()
-        errors: dict[int, str] = {}
-        versions: dict[int, str] = {}
-        groups: dict[str, list[int]] = {}
-        opened: dict[str, str] = {}  # songs whose chunk 0 comes earlier in this batch -> their version
+        carried = previous.opened if previous is not None else {}
+        b = _Batch(items)
         for i, it in enumerate(items):
             self.metrics.queue_wait.labels(SERVICE).observe(max(0.0, started - it.arrived))
             f = it.features
-            if f is None or not (f.song_id in opened or tracker.would_open_or_extend(f.song_id, f.index)):
-                skip.add(i)  # dead-lettered, or a tail of a song decided before our start offset
+            if f is None or not (f.song_id in b.opened or f.song_id in carried
+                                 or tracker.would_open_or_extend(f.song_id, f.index)):
+                b.skip.add(i)  # dead-lettered, or a tail of a song decided before our start offset
                 continue
-            pinned = opened.get(f.song_id) or tracker.model_version(f.song_id)
+            pinned = b.opened.get(f.song_id) or carried.get(f.song_id) or tracker.model_version(f.song_id)
             version = pinned if pinned is not None and self.holder.get(pinned) is not None else model.version
-            opened.setdefault(f.song_id, version)
-            versions[i] = version
+            b.opened.setdefault(f.song_id, version)
+            b.versions[i] = version
+            b.models.setdefault(version, self.holder.get(version))
             if f.error:
-                errors[i] = f.error
+                b.errors[i] = f.error
                 continue
             try:
-                spec = self.holder.get(version).spec
+                spec = b.models[version].spec
                 require_same_spec(f.spec_id, spec)
                 require_feature_shapes(f.arrays, spec)
             except SpecMismatch as exc:
-                errors[i] = str(exc)
+                b.errors[i] = str(exc)
                 continue
-            groups.setdefault(version, []).append(i)
-        probs: dict[int, np.ndarray] = {}
-        for version, idx in groups.items():
-            m = self.holder.get(version)
-            t0 = time.perf_counter()
+            b.groups.setdefault(version, []).append(i)
+        for version, idx in b.groups.items():
             try:
                 feats = [ChunkFeatures(**{k: np.asarray(v) for k, v in items[i].features.arrays.items()})  # type: ignore[union-attr]
                          for i in idx]
-                out = m.predict(feats)
+                b.inputs[version] = b.models[version].input_arrays(feats)
+            except Exception as exc:  # noqa: BLE001 - e.g. a wrong array shape that passed the schema
+                self._group_failed(b, version, exc)
+        return b
+
+    def predict(self, b: "_Batch") -> None:
+        """The network on each version's inputs (the part that runs without the GIL)."""
+        for version, inputs in b.inputs.items():
+            idx = b.groups[version]
+            t0 = time.perf_counter()
+            try:
+                out = b.models[version].predict_arrays(inputs)
                 if len(out) != len(idx):
                     raise ValueError(f"predict returned {len(out)} rows for {len(idx)} chunks")
-                probs.update({i: out[j] for j, i in enumerate(idx)})
-            except Exception as exc:  # noqa: BLE001 - e.g. a wrong array shape that passed the schema
-                logger.exception("predict failed on a batch of %d", len(idx))
-                self.metrics.errors.labels(SERVICE, "predict").inc()
-                for i in idx:
-                    errors[i] = f"prediction failed: {exc}"
+                b.probs.update({i: out[j] for j, i in enumerate(idx)})
+            except Exception as exc:  # noqa: BLE001
+                self._group_failed(b, version, exc)
             self.metrics.batch_size.labels(SERVICE).observe(len(idx))
             self.metrics.processing_seconds.labels(SERVICE, "predict").observe(time.perf_counter() - t0)
+
+    def _group_failed(self, b: "_Batch", version: str, exc: Exception) -> None:
+        idx = b.groups[version]
+        logger.error("predict failed on a batch of %d: %s", len(idx), exc, exc_info=exc)
+        self.metrics.errors.labels(SERVICE, "predict").inc()
+        for i in idx:
+            b.errors[i] = f"prediction failed: {exc}"
+
+    def finish(self, b: "_Batch") -> Done:
+        """Votes, verdicts and outputs, in item order, with the tracker's exact state."""
+        tracker = self.tracker
         outputs: list[Output] = []
-        for i, it in enumerate(items):
-            if i in skip:
+        accepted: set[str] = set()
+        for i, it in enumerate(b.items):
+            f = it.features
+            if i in b.skip or f is None or not (f.song_id in accepted or tracker.would_open_or_extend(f.song_id, f.index)):
                 tracker.advance(it.partition, it.offset)
                 continue
-            f = it.features
-            assert f is not None
-            version = versions[i]
-            m = self.holder.get(version)
-            err = errors.get(i, "")
-            pr = probs.get(i)
+            accepted.add(f.song_id)
+            version = b.versions[i]
+            m = b.models[version]
+            err = b.errors.get(i, "")
+            pr = b.probs.get(i)
+            if pr is None and not err:
+                err = "prediction missing"  # cannot happen: every group is predicted or failed
             outputs.append(Output(self.settings.topic_predictions, f.song_id, Prediction(
                 song_id=f.song_id, filename=f.filename, index=f.index, last=f.last,
                 probabilities=[] if pr is None else [float(x) for x in pr], genres=list(m.genres),
@@ -179,7 +251,7 @@ class InferenceWorker:
             if tally is not None:
                 outputs.append(self._verdict_output(verdict_from_tally(tally, m.genres, version)))
         self.holder.retain(tracker.versions_in_use())
-        done = Done(outputs, tracker.safe_offsets(), self.generation, len(tracker), chunks=len(items))
+        done = Done(outputs, tracker.safe_offsets(), self.generation, len(tracker), chunks=len(b.items))
         self.results.put(done)
         return done
 

@@ -28,11 +28,15 @@ class FakeModel:
         self.fail = fail
         self.calls: list[int] = []
 
-    def predict(self, feats):  # noqa: ANN001
-        self.calls.append(len(feats))
+    def input_arrays(self, feats):  # noqa: ANN001
+        return {"mfcc_mean": np.array([float(f.mfcc.mean()) for f in feats], dtype=np.float32)}
+
+    def predict_arrays(self, inputs):  # noqa: ANN001
+        means = inputs["mfcc_mean"]
+        self.calls.append(len(means))
         if self.fail:
             raise ValueError("bad shapes")
-        pa = np.array([0.9 if float(f.mfcc.mean()) > 0 else 0.2 for f in feats], dtype=np.float32)
+        pa = np.where(means > 0, 0.9, 0.2).astype(np.float32)
         return np.stack([pa, 1 - pa], axis=1)
 
 
@@ -195,3 +199,53 @@ def test_worker_thread_batches_across_puts_and_answers_markers_in_order():
     assert sum(d.chunks for d in got) == 10
     assert got[-1].marker.seq == 1 and got[-1].offsets == {"p0": 10}
     assert sum(len(verdicts(d)) for d in got) == 10
+
+
+def test_a_batch_prepared_before_the_previous_one_finished_keeps_its_songs_open_and_pinned():
+    w = make_worker()
+    first = w.prepare(items([("a", 0, False), ("b", 0, False)]))
+    w.holder.swap(FakeModel("v2"))
+    # a's chunk 1 arrives while the batch with chunk 0 is still being predicted: the
+    # tracker has not seen `a` yet, but the chunk must be predicted with a's version.
+    second = w.prepare(items([("a", 1, True), ("c", 0, True)], start=2), previous=first)
+    assert second.skip == set() and second.versions == {0: "v1", 1: "v2"}
+    for b in (first, second):
+        w.predict(b)
+    w.finish(first)
+    done = w.finish(second)
+    assert [(v.song_id, v.model_version, v.chunk_count) for v in verdicts(done)] == [("a", "v1", 2), ("c", "v2", 1)]
+    assert done.offsets == {"p0": 1}  # b is still open
+
+
+def test_finish_drops_what_the_early_prepare_let_through_when_the_song_was_decided_meanwhile():
+    w = make_worker()
+    first = w.prepare(items([("a", 0, False), ("a", 1, True)]))
+    second = w.prepare(items([("a", 1, True)], start=2), previous=first)  # a duplicate of the last chunk
+    assert second.skip == set()
+    for b in (first, second):
+        w.predict(b)
+    assert [v.song_id for v in verdicts(w.finish(first))] == ["a"]
+    done = w.finish(second)  # as process() would: a tail of a decided song only moves the watermark
+    assert done.outputs == [] and done.offsets == {"p0": 3}
+
+
+def test_pipelined_worker_thread_gives_the_verdicts_of_one_batch_at_a_time():
+    songs = {f"s{k}": (2 + k % 5, 1.0 if k % 3 else -1.0) for k in range(40)}
+    seq = [(s, i, i == n - 1, sign) for i in range(6) for s, (n, sign) in songs.items() if i < n]
+    sequential = make_worker(batch_max_size=8)
+    expected = []
+    for k in range(0, len(seq), 8):
+        expected += verdicts(sequential.process(items(seq[k:k + 8], start=k)))
+    w = make_worker(batch_max_size=8, batch_max_wait_ms=5)
+    w.work = WorkQueue(10_000)
+    w.work.put_many(items(seq))  # a backlog: every batch after the first is taken while one is predicted
+    w.start()
+    w.work.put_marker(Marker("barrier", seq=1))
+    got: list[Done] = []
+    while not got or got[-1].marker is None:
+        got.append(w.results.get(timeout=10))
+    w.work.close()
+    assert w.join(5)
+    assert sum(d.chunks for d in got) == len(seq)
+    assert [v.identity() for d in got for v in verdicts(d)] == [v.identity() for v in expected]
+    assert got[-1].offsets == {"p0": len(seq)} and len(w.tracker) == 0
