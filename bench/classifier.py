@@ -138,6 +138,52 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+class CpuSampler:
+    """CPU seconds (user + system) of some processes, sampled every 50 ms on a thread, so
+    that the CPU each one spent inside a time window can be read afterwards."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        import threading
+
+        self.pids = pids
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def _cpu(self, pid: int) -> float | None:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields_ = fh.read().rsplit(")", 1)[1].split()
+            return (int(fields_[11]) + int(fields_[12])) / self._tick
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.time()
+            snap = {name: c for name, pid in self.pids.items() if (c := self._cpu(pid)) is not None}
+            self.samples.append((now, snap))
+            self._stop.wait(0.05)
+
+    def start(self) -> "CpuSampler":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def used(self, name: str, t0: float, t1: float) -> float | None:
+        """CPU seconds `name` spent between wall times t0 and t1 (nearest samples)."""
+        pts = [(t, s[name]) for t, s in self.samples if name in s]
+        if len(pts) < 2:
+            return None
+        a = min(pts, key=lambda p: abs(p[0] - t0))
+        b = min(pts, key=lambda p: abs(p[0] - t1))
+        return b[1] - a[1] if b[0] > a[0] else None
+
+
 def _timed(fn, arg) -> float:  # noqa: ANN001
     t0 = time.perf_counter()
     fn(arg)
@@ -245,7 +291,13 @@ def main() -> int:
         with open(log, "ab") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "services.classifier"], cwd=ROOT, env=env,
                                     stdout=fh, stderr=subprocess.STDOUT)
+        pids = {"classifier": proc.pid, "bench (this process, reading predictions)": os.getpid()}
+        broker_proc = getattr(broker, "_proc", None)
+        if broker_proc is not None:
+            pids["broker"] = broker_proc.pid
+        sampler = CpuSampler(pids).start()
         preds = read_all(settings, settings.topic_predictions, n, timeout=600 + n / 10)
+        sampler.stop()
         ts = np.sort(np.array([r.timestamp for r in preds[:n]], dtype=np.float64)) / 1000.0
         k0 = int(0.05 * n)
         sustained = (n - 1 - k0) / max(1e-9, ts[-1] - ts[k0])
@@ -266,6 +318,18 @@ def main() -> int:
         print(f"ratio service / offline ceiling: {ratio:.2f}  (goal >= 0.80: {'PASS' if ratio >= 0.8 else 'FAIL'}); "
               f"vs predict at the service's batch of {args.batch} ({args.batch / batch_s:.1f} chunks/s): "
               f"{sustained * batch_s / args.batch:.2f}")
+        # Where the machine's CPU went in the sustained window: what caps the service here.
+        window_chunks = n - 1 - k0
+        per_chunk = {name: sampler.used(name, ts[k0], ts[-1]) for name in pids}
+        known = {k: v for k, v in per_chunk.items() if v is not None}
+        if known:
+            parts = ", ".join(f"{k} {1000 * v / window_chunks:.2f}" for k, v in known.items())
+            total_ms = 1000 * sum(known.values()) / window_chunks
+            cpus = os.cpu_count() or 1
+            print(f"CPU per chunk in that window (ms): {parts}; offline predict alone "
+                  f"{1000 / ceiling:.2f}; together {total_ms:.2f} ms: at these costs {cpus} CPUs allow at most "
+                  f"{1000 * cpus / total_ms:.0f} chunks/s ({1000 * cpus / total_ms / ceiling:.2f} of the ceiling), "
+                  f"however well the work overlaps")
 
         # -- 3. light load ----------------------------------------------------------------
         rng = np.random.default_rng(1)

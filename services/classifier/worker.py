@@ -90,6 +90,7 @@ class InferenceWorker:
         self.results: queue_mod.SimpleQueue[Done | Failed] = queue_mod.SimpleQueue()
         self.generation = 0
         self.busy = False
+        self._unfinished: list[_Batch] = []  # prepared, not yet finished (at most two)
         self._last_housekeeping = clock()
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
 
@@ -169,6 +170,7 @@ class InferenceWorker:
         tracker = self.tracker
         carried = previous.opened if previous is not None else {}
         b = _Batch(items)
+        self._unfinished.append(b)
         for i, it in enumerate(items):
             self.metrics.queue_wait.labels(SERVICE).observe(max(0.0, started - it.arrived))
             f = it.features
@@ -177,10 +179,12 @@ class InferenceWorker:
                 b.skip.add(i)  # dead-lettered, or a tail of a song decided before our start offset
                 continue
             pinned = b.opened.get(f.song_id) or carried.get(f.song_id) or tracker.model_version(f.song_id)
-            version = pinned if pinned is not None and self.holder.get(pinned) is not None else model.version
+            m = None if pinned is None else (b.models.get(pinned) or (previous.models.get(pinned) if previous else None)
+                                             or self.holder.get(pinned))
+            version = pinned if m is not None else model.version
             b.opened.setdefault(f.song_id, version)
             b.versions[i] = version
-            b.models.setdefault(version, self.holder.get(version))
+            b.models.setdefault(version, m if m is not None else model)
             if f.error:
                 b.errors[i] = f.error
                 continue
@@ -250,7 +254,10 @@ class InferenceWorker:
                                     model_version=version)
             if tally is not None:
                 outputs.append(self._verdict_output(verdict_from_tally(tally, m.genres, version)))
-        self.holder.retain(tracker.versions_in_use())
+        self._unfinished.remove(b)
+        # A batch prepared meanwhile may have opened songs on a version no tracked song uses yet.
+        held = {v for other in self._unfinished for v in other.models}
+        self.holder.retain(tracker.versions_in_use() | held)
         done = Done(outputs, tracker.safe_offsets(), self.generation, len(tracker), chunks=len(b.items))
         self.results.put(done)
         return done

@@ -249,3 +249,18 @@ def test_pipelined_worker_thread_gives_the_verdicts_of_one_batch_at_a_time():
     assert sum(d.chunks for d in got) == len(seq)
     assert [v.identity() for d in got for v in verdicts(d)] == [v.identity() for v in expected]
     assert got[-1].offsets == {"p0": len(seq)} and len(w.tracker) == 0
+
+
+def test_a_version_picked_by_an_early_prepare_survives_a_swap_until_its_songs_end():
+    w = make_worker()
+    first = w.prepare(items([("a", 0, True)]))
+    second = w.prepare(items([("b", 0, False)], start=1), previous=first)  # b opens on v1
+    w.holder.swap(FakeModel("v2"))
+    for b in (first, second):
+        w.predict(b)
+    w.finish(first)  # no tracked song uses v1, but the unfinished batch does
+    assert "v1" in w.holder.models
+    w.finish(second)
+    done = w.process(items([("b", 1, True)], start=2))
+    assert [(v.song_id, v.model_version) for v in verdicts(done)] == [("b", "v1")]
+    assert w.holder.released == ["v1"]

@@ -9,7 +9,6 @@ from kafka.errors import KafkaConnectionError
 from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 from kafka.protocol.frame import KafkaBytes
 
-from shared import kafka_io  # noqa: F401 - installs the patch
 from shared import kafka_recv
 
 
@@ -19,7 +18,9 @@ class _Transport:
 
 
 def test_installed_on_both_transports_and_the_frame_buffer():
-    assert kafka_recv.install()
+    import shared.kafka_io  # noqa: F401 - importing it installs the patch
+
+    assert kafka_recv._installed and kafka_recv.install()
     assert KafkaTCPTransport._sock_recv is kafka_recv._sock_recv
     assert KafkaSSLTransport._sock_recv is kafka_recv._sock_recv
     assert KafkaBytes.read is kafka_recv._read
