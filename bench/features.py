@@ -13,7 +13,8 @@ Contenders:
   1024/512), in double precision as the plugins' host computes them, nothing else;
 - floor f32: the same in single precision (for reference: too imprecise for the contract);
 - numpy f64: numpy.fft.rfft of the same frames;
-- builtin: shared.features.extract_features, all three outputs;
+- builtin: shared.features.extract_features, all three outputs (its FFT: FFTW through
+  pyFFTW, single-threaded plans, when installed; also timed on scipy's pocketfft);
 - librosa: MFCC(20) + spectral contrast on the same frame sets (and with librosa's defaults);
 - essentia: standard-mode MFCC + SpectralContrast, frame by frame from Python.
 librosa and essentia are optional (pip install librosa essentia), never runtime deps.
@@ -40,7 +41,17 @@ import numpy as np
 import scipy.fft
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from shared.features import CONTRAST_BLOCK, CONTRAST_STEP, MFCC_BLOCK, MFCC_STEP, extract_features, periodic_hann
+import shared.features as features_mod
+from shared.features import (
+    CONTRAST_BLOCK,
+    CONTRAST_STEP,
+    MFCC_BLOCK,
+    MFCC_STEP,
+    _FrameFFT,
+    extract_features,
+    fft_backend,
+    periodic_hann,
+)
 from shared.reference import golden_dir
 
 SR = 22050
@@ -89,6 +100,18 @@ def contenders(x: np.ndarray) -> dict[str, Callable[[], object]]:
         "numpy.fft f64": numpy64,
         "builtin": lambda: extract_features(x, SR),
     }
+    if fft_backend() != "pocketfft":  # the same code on scipy's FFT, for comparison
+        pocket = _FrameFFT("pocketfft")
+
+        def builtin_pocketfft():
+            saved = features_mod._FFT
+            features_mod._FFT = pocket
+            try:
+                extract_features(x, SR)
+            finally:
+                features_mod._FFT = saved
+
+        out["builtin on pocketfft"] = builtin_pocketfft
     try:
         import warnings
 
@@ -154,7 +177,8 @@ def bench_extractors(runs: int) -> None:
     with threadpool_limits(limits=1), scipy.fft.set_workers(1):
         print("threads: " + "; ".join(
             f"{i['internal_api']} ({i['user_api']}) num_threads={i['num_threads']}" for i in threadpool_info()
-        ) + f"; scipy.fft workers={scipy.fft.get_workers()} (and workers=1 per call)")
+        ) + f"; scipy.fft workers={scipy.fft.get_workers()} (and workers=1 per call); "
+          f"builtin FFT: {fft_backend()} (1 thread)")
         print(f"timing: {runs} interleaved rounds after 3 warm-up calls each, medians")
         med = time_interleaved(funcs, runs)
     for k, v in med.items():
