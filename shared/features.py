@@ -254,9 +254,9 @@ def _fft_backend() -> str:
         return "pocketfft"
     try:
         importlib.import_module("pyfftw")
-    except ImportError:
+    except (ImportError, OSError) as exc:  # not installed, or its FFTW library does not load
         if wanted == "fftw":
-            raise ImportError("GENRE_FFT=fftw but pyFFTW is not installed (pip install pyfftw)") from None
+            raise ImportError(f"GENRE_FFT=fftw but pyFFTW cannot be used ({exc}); pip install pyfftw") from None
         return "pocketfft"
     return "fftw"
 
