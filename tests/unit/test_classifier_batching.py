@@ -143,3 +143,16 @@ def test_order_is_preserved_across_batches():
         assert 1 <= len(got) <= 7
         seen.extend(got)
     assert [i.offset for i in seen] == list(range(100))
+
+
+def test_full_batch_ready_counts_items_up_to_the_first_marker():
+    q = WorkQueue(100)
+    assert not q.full_batch_ready(3)
+    q.put_many(item(k) for k in range(2))
+    assert not q.full_batch_ready(3)
+    q.put_marker(Marker("barrier", seq=1))
+    q.put_many(item(k) for k in range(2, 6))
+    assert not q.full_batch_ready(3)  # only 2 before the marker, which must come first
+    assert [i.offset for i in q.take(3, 0.0)] == [0, 1]
+    assert isinstance(q.take(3, 0.0), Marker)
+    assert q.full_batch_ready(3) and q.full_batch_ready(4) and not q.full_batch_ready(5)
