@@ -34,22 +34,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from dataclasses import fields, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import harness  # noqa: E402
 from shared.broker import external_or_local  # noqa: E402
 
 SONG_CHUNKS = 7
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    n = str(threads)
-    return {"OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n,
-            "TF_NUM_INTEROP_THREADS": n, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def find_model(arg: str | None, cache: Path, arch: str | None) -> tuple[str, str]:
@@ -138,52 +131,6 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-class CpuSampler:
-    """CPU seconds (user + system) of some processes, sampled every 50 ms on a thread, so
-    that the CPU each one spent inside a time window can be read afterwards."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        import threading
-
-        self.pids = pids
-        self.samples: list[tuple[float, dict[str, float]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._tick = os.sysconf("SC_CLK_TCK")
-
-    def _cpu(self, pid: int) -> float | None:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields_ = fh.read().rsplit(")", 1)[1].split()
-            return (int(fields_[11]) + int(fields_[12])) / self._tick
-        except (OSError, IndexError, ValueError):
-            return None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            now = time.time()
-            snap = {name: c for name, pid in self.pids.items() if (c := self._cpu(pid)) is not None}
-            self.samples.append((now, snap))
-            self._stop.wait(0.05)
-
-    def start(self) -> "CpuSampler":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def used(self, name: str, t0: float, t1: float) -> float | None:
-        """CPU seconds `name` spent between wall times t0 and t1 (nearest samples)."""
-        pts = [(t, s[name]) for t, s in self.samples if name in s]
-        if len(pts) < 2:
-            return None
-        a = min(pts, key=lambda p: abs(p[0] - t0))
-        b = min(pts, key=lambda p: abs(p[0] - t1))
-        return b[1] - a[1] if b[0] > a[0] else None
-
-
 def _timed(fn, arg) -> float:  # noqa: ANN001
     t0 = time.perf_counter()
     fn(arg)
@@ -196,24 +143,6 @@ def features_message(song: str, index: int, last: bool, chunk, spec_id: str) -> 
     return Features(song_id=song, filename=f"{song}.flac", index=index, last=last, spec_id=spec_id,
                     arrays={"mfcc": chunk.mfcc, "peaks": chunk.peaks, "valleys": chunk.valleys},
                     produced_at=now()).encode()
-
-
-def read_all(settings, topic: str, want: int, timeout: float) -> list:  # noqa: ANN001
-    """Records of `topic` once at least `want` are there."""
-    from shared import kafka_io
-
-    consumer = kafka_io.make_reader(settings, topic)
-    out: list = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500, max_records=5000).values():
-                out.extend(records)
-            if len(out) >= want:
-                return out
-    finally:
-        consumer.close()
-    raise SystemExit(f"timed out: {len(out)} of {want} records on {topic}")
 
 
 def main() -> int:
@@ -231,14 +160,13 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=12)
     args = ap.parse_args()
 
-    os.environ.update(thread_env(args.threads))  # before TensorFlow is imported
+    os.environ.update(harness.thread_env(args.threads))  # before TensorFlow is imported
     import numpy as np
 
     from shared import kafka_io
     from shared.model import ModelArtifact
     from shared.schemas import Prediction, Verdict, decode
-    from shared.settings import Settings, _default_cache_dir
-    from shared.topics import ensure_topics, topic_specs
+    from shared.settings import _default_cache_dir
 
     work = Path(tempfile.mkdtemp(prefix="genre-bench-classifier-"))
     model_path, model_note = find_model(args.model, _default_cache_dir(), args.arch)
@@ -252,26 +180,9 @@ def main() -> int:
           f"({1000 / ceiling:.3f} ms/chunk); one batch of {args.batch}: {1000 * batch_s:.1f} ms")
 
     bootstrap, broker = external_or_local(work)
-    suffix = uuid.uuid4().hex[:8]
-    base = Settings.from_env(bootstrap_servers=bootstrap)
-    settings = replace(
-        base, partitions=args.partitions, batch_max_size=args.batch, batch_max_wait_ms=args.wait_ms,
-        model_path=model_path, **{f.name: f"bench.{f.name[6:]}.{suffix}" for f in fields(Settings)
-                                  if f.name.startswith("topic_")},
-        group_classifier=f"bench-classifier-{suffix}",
-    )
-    ensure_topics(settings)
-    env = dict(os.environ)
-    env.update(thread_env(args.threads))
-    for f in fields(Settings):
-        name = f.metadata.get("env")
-        if name:
-            v = getattr(settings, f.name)
-            env[name] = str(v).lower() if isinstance(v, bool) else str(v)
-    from shared.broker import free_port
-
-    metrics_port = free_port()
-    env.update({"GENRE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", "GENRE_METRICS_PORT": str(metrics_port)})
+    settings, env, metrics_port = harness.service_settings(
+        bootstrap, "classifier", args.threads, partitions=args.partitions, batch_max_size=args.batch,
+        batch_max_wait_ms=args.wait_ms, model_path=model_path)
     proc = None
     log = work / "classifier.log"
     try:
@@ -291,19 +202,16 @@ def main() -> int:
         with open(log, "ab") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "services.classifier"], cwd=ROOT, env=env,
                                     stdout=fh, stderr=subprocess.STDOUT)
-        pids = {"classifier": proc.pid, "bench (this process, reading predictions)": os.getpid()}
-        broker_proc = getattr(broker, "_proc", None)
-        if broker_proc is not None:
-            pids["broker"] = broker_proc.pid
-        sampler = CpuSampler(pids).start()
-        preds = read_all(settings, settings.topic_predictions, n, timeout=600 + n / 10)
+        pids = harness.process_pids("classifier", proc, broker, "bench (this process, reading predictions)")
+        sampler = harness.CpuSampler(pids).start()
+        preds = harness.read_all(settings, settings.topic_predictions, n, timeout=600 + n / 10)
         sampler.stop()
         ts = np.sort(np.array([r.timestamp for r in preds[:n]], dtype=np.float64)) / 1000.0
         k0 = int(0.05 * n)
         sustained = (n - 1 - k0) / max(1e-9, ts[-1] - ts[k0])
         whole = n / max(1e-9, ts[-1] - ts[0])
         songs = -(-n // SONG_CHUNKS)
-        verdicts = read_all(settings, settings.topic_verdicts, songs, timeout=120)
+        verdicts = harness.read_all(settings, settings.topic_verdicts, songs, timeout=120)
         assert len({decode(r.value, Verdict).song_id for r in verdicts}) == songs
         ratio = sustained / ceiling
         m = scrape(metrics_port)
@@ -319,17 +227,7 @@ def main() -> int:
               f"vs predict at the service's batch of {args.batch} ({args.batch / batch_s:.1f} chunks/s): "
               f"{sustained * batch_s / args.batch:.2f}")
         # Where the machine's CPU went in the sustained window: what caps the service here.
-        window_chunks = n - 1 - k0
-        per_chunk = {name: sampler.used(name, ts[k0], ts[-1]) for name in pids}
-        known = {k: v for k, v in per_chunk.items() if v is not None}
-        if known:
-            parts = ", ".join(f"{k} {1000 * v / window_chunks:.2f}" for k, v in known.items())
-            total_ms = 1000 * sum(known.values()) / window_chunks
-            cpus = os.cpu_count() or 1
-            print(f"CPU per chunk in that window (ms): {parts}; offline predict alone "
-                  f"{1000 / ceiling:.2f}; together {total_ms:.2f} ms: at these costs {cpus} CPUs allow at most "
-                  f"{1000 * cpus / total_ms:.0f} chunks/s ({1000 * cpus / total_ms / ceiling:.2f} of the ceiling), "
-                  f"however well the work overlaps")
+        print(harness.cpu_line(sampler, ts[k0], ts[-1], n - 1 - k0, ceiling, "offline predict alone"))
 
         # -- 3. light load ----------------------------------------------------------------
         rng = np.random.default_rng(1)
@@ -343,7 +241,7 @@ def main() -> int:
             producer.flush()
             sent[(song, index)] = fut.get(timeout=30).timestamp / 1000.0
             time.sleep(rng.exponential(1.0 / args.light_rate))
-        light = read_all(settings, settings.topic_predictions, n + m, timeout=120)
+        light = harness.read_all(settings, settings.topic_predictions, n + m, timeout=120)
         lat = []
         for r in light:
             p = decode(r.value, Prediction)
@@ -358,20 +256,7 @@ def main() -> int:
               f"{'PASS' if p99 <= budget else 'FAIL'}")
         producer.close()
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        try:
-            admin = kafka_io.make_admin(settings)
-            admin.delete_topics([s.name for s in topic_specs(settings)], timeout_ms=20_000)
-            admin.close()
-        except Exception as exc:  # noqa: BLE001
-            print(f"(could not delete the bench topics: {exc})")
-        if broker is not None:
-            broker.stop(grace=20)  # type: ignore[attr-defined]
+        harness.tear_down(proc, settings, broker)
     print(f"service log: {log}")
     return 0
 

@@ -1,0 +1,112 @@
+"""The extractor service's sustained throughput from Kafka against its compute alone.
+
+    python bench/extractor.py [--chunks 400] [--runs 20] [--partitions 12]
+
+In one run, on this machine, one BLAS/FFT thread everywhere:
+
+1. **Compute alone**: `extract_features` on the same 30-s chunks the service gets (median
+   of --runs calls after a warm-up): chunks/s of one process, what k8s/README.md's R_e
+   assumes.
+2. **Service, sustained**: --chunks chunk messages (30 s of float32 PCM each, 2.6 MB;
+   songs of 7 chunks, keyed by song id) are produced to a fresh topic of a real broker
+   (GENRE_KAFKA_BOOTSTRAP if it answers, else a LocalBroker in a temporary folder)
+   before `python -m services.extractor` starts and drains them. Throughput comes from the
+   CreateTime stamps of its features records, over the last 95 % (the first 5 % are the
+   group join and first fetches). Also: the CPU each process spent per chunk in that
+   window, and the rate the machine's CPUs allow at those costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import harness  # noqa: E402
+from shared.broker import external_or_local  # noqa: E402
+
+SONG_CHUNKS = 7
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--chunks", type=int, default=400, help="chunk messages pre-produced for the drain")
+    ap.add_argument("--runs", type=int, default=20, help="timed calls of the compute-only figure")
+    ap.add_argument("--partitions", type=int, default=12)
+    args = ap.parse_args()
+
+    os.environ.update(harness.thread_env(1))
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from shared import kafka_io
+    from shared.featurespec import DEFAULT_SPEC
+    from shared.features import extract_features, fft_backend
+    from shared.schemas import Chunk, Features, decode, now
+    from tests.fixtures.audio import SR, make_song
+
+    size = DEFAULT_SPEC.chunk_samples
+    bank = [make_song(genre, 30.0, seed=700 + k)[:size] for k, genre in enumerate(("clicks", "drone", "clicks", "drone"))]
+    with threadpool_limits(limits=1):
+        for pcm in bank:
+            extract_features(pcm, SR)
+        times = []
+        for r in range(args.runs):
+            t0 = time.perf_counter()
+            extract_features(bank[r % len(bank)], SR)
+            times.append(time.perf_counter() - t0)
+    compute = 1.0 / statistics.median(times)
+    print(f"compute alone    extract_features ({fft_backend()} FFT), 1 thread: {compute:7.1f} chunks/s "
+          f"({1000 / compute:.2f} ms/chunk), median of {args.runs}")
+
+    work = Path(tempfile.mkdtemp(prefix="genre-bench-extractor-"))
+    bootstrap, broker = external_or_local(work)
+    settings, env, _ = harness.service_settings(bootstrap, "extractor", 1, partitions=args.partitions,
+                                        extractor_backend="builtin")
+    proc = None
+    log = work / "extractor.log"
+    try:
+        producer = kafka_io.make_producer(settings)
+        n = args.chunks
+        t0 = time.perf_counter()
+        for k in range(n):
+            song, index = f"bench-{k // SONG_CHUNKS:06d}", k % SONG_CHUNKS
+            msg = Chunk(song_id=song, filename=f"{song}.flac", index=index,
+                        last=index == SONG_CHUNKS - 1 or k == n - 1, sample_rate=SR, n_samples=size,
+                        pcm=bank[k % len(bank)], produced_at=now())
+            producer.send(settings.topic_chunks, key=song.encode(), value=msg.encode())
+        producer.flush()
+        print(f"pre-produced {n} chunk messages ({n * size * 4 / 1e6:.0f} MB of PCM) in {time.perf_counter() - t0:.1f} s")
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "services.extractor"], cwd=ROOT, env=env,
+                                    stdout=fh, stderr=subprocess.STDOUT)
+        sampler = harness.CpuSampler(harness.process_pids("extractor", proc, broker, "bench (this process, reading features)")).start()
+        feats = harness.read_all(settings, settings.topic_features, n, timeout=600 + n)
+        sampler.stop()
+        bad = [f.error for f in (decode(r.value, Features) for r in feats[:n]) if f.error]
+        if bad:
+            raise SystemExit(f"{len(bad)} features records carry errors, e.g. {bad[0]}")
+        ts = np.sort(np.array([r.timestamp for r in feats[:n]], dtype=np.float64)) / 1000.0
+        k0 = int(0.05 * n)
+        sustained = (n - 1 - k0) / max(1e-9, ts[-1] - ts[k0])
+        print(f"service sustained {n} chunks from Kafka: {sustained:7.1f} chunks/s "
+              f"(first to last features record over {ts[-1] - ts[0]:.1f} s)")
+        print(f"ratio service / compute alone: {sustained / compute:.2f}")
+        print(harness.cpu_line(sampler, ts[k0], ts[-1], n - 1 - k0, compute, "extract_features alone"))
+        producer.close()
+    finally:
+        harness.tear_down(proc, settings, broker)
+    print(f"service log: {log}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

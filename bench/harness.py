@@ -1,0 +1,152 @@
+"""What the service benchmarks share: thread pinning, bench-private topics and settings,
+reading a topic to a count, and the CPU each process spends in a time window."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import fields, replace
+from typing import Any
+
+from shared.settings import Settings
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    n = str(threads)
+    return {"OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n,
+            "TF_NUM_INTEROP_THREADS": n, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def service_settings(bootstrap: str, service: str, threads: int, **overrides: Any) -> tuple[Settings, dict[str, str], int]:
+    """Settings with fresh bench topics and group (created on the broker), the environment
+    a service process gets them from, and a free port for its /metrics."""
+    from shared.broker import free_port
+    from shared.topics import ensure_topics
+
+    suffix = uuid.uuid4().hex[:8]
+    base = Settings.from_env(bootstrap_servers=bootstrap)
+    settings = replace(
+        base, **{f.name: f"bench.{f.name[6:]}.{suffix}" for f in fields(Settings) if f.name.startswith("topic_")},
+        **{f"group_{service}": f"bench-{service}-{suffix}"}, **overrides,
+    )
+    ensure_topics(settings)
+    env = dict(os.environ)
+    env.update(thread_env(threads))
+    for f in fields(Settings):
+        name = f.metadata.get("env")
+        if name:
+            v = getattr(settings, f.name)
+            env[name] = str(v).lower() if isinstance(v, bool) else str(v)
+    metrics_port = free_port()
+    env.update({"GENRE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", "GENRE_METRICS_PORT": str(metrics_port)})
+    return settings, env, metrics_port
+
+
+def read_all(settings: Settings, topic: str, want: int, timeout: float) -> list:
+    """Records of `topic` once at least `want` are there."""
+    from shared import kafka_io
+
+    consumer = kafka_io.make_reader(settings, topic)
+    out: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500, max_records=5000).values():
+                out.extend(records)
+            if len(out) >= want:
+                return out
+    finally:
+        consumer.close()
+    raise SystemExit(f"timed out: {len(out)} of {want} records on {topic}")
+
+
+class CpuSampler:
+    """CPU seconds (user + system) of some processes, sampled every 50 ms on a thread, so
+    that the CPU each one spent inside a time window can be read afterwards."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def _cpu(self, pid: int) -> float | None:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields_ = fh.read().rsplit(")", 1)[1].split()
+            return (int(fields_[11]) + int(fields_[12])) / self._tick
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.time()
+            snap = {name: c for name, pid in self.pids.items() if (c := self._cpu(pid)) is not None}
+            self.samples.append((now, snap))
+            self._stop.wait(0.05)
+
+    def start(self) -> "CpuSampler":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def used(self, name: str, t0: float, t1: float) -> float | None:
+        """CPU seconds `name` spent between wall times t0 and t1 (nearest samples)."""
+        pts = [(t, s[name]) for t, s in self.samples if name in s]
+        if len(pts) < 2:
+            return None
+        a = min(pts, key=lambda p: abs(p[0] - t0))
+        b = min(pts, key=lambda p: abs(p[0] - t1))
+        return b[1] - a[1] if b[0] > a[0] else None
+
+
+def process_pids(service: str, proc: Any, broker: Any, me: str) -> dict[str, int]:
+    """The service's process, this process (named `me`) and a LocalBroker's JVM, if any."""
+    pids = {service: proc.pid, me: os.getpid()}
+    broker_proc = getattr(broker, "_proc", None)
+    if broker_proc is not None:
+        pids["broker"] = broker_proc.pid
+    return pids
+
+
+def cpu_line(sampler: CpuSampler, t0: float, t1: float, chunks: int, ceiling: float, ceiling_name: str) -> str:
+    """CPU per chunk of each process in [t0, t1], and the rate the machine's CPUs allow at
+    those costs, however well the work overlaps."""
+    known = {k: v for k in sampler.pids if (v := sampler.used(k, t0, t1)) is not None}
+    if not known or chunks <= 0:
+        return "CPU per chunk: not measured (no /proc samples)"
+    parts = ", ".join(f"{k} {1000 * v / chunks:.2f}" for k, v in known.items())
+    total_ms = 1000 * sum(known.values()) / chunks
+    cpus = os.cpu_count() or 1
+    return (f"CPU per chunk in that window (ms): {parts}; {ceiling_name} {1000 / ceiling:.2f}; together "
+            f"{total_ms:.2f} ms: at these costs {cpus} CPUs allow at most {1000 * cpus / total_ms:.0f} chunks/s "
+            f"({1000 * cpus / total_ms / ceiling:.2f} of the ceiling), however well the work overlaps")
+
+
+def tear_down(proc: Any, settings: Settings, broker: Any) -> None:
+    """Stop the service, delete the bench topics, stop a LocalBroker."""
+    import subprocess
+
+    from shared import kafka_io
+    from shared.topics import topic_specs
+
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    try:
+        admin = kafka_io.make_admin(settings)
+        admin.delete_topics([s.name for s in topic_specs(settings)], timeout_ms=20_000)
+        admin.close()
+    except Exception as exc:  # noqa: BLE001
+        print(f"(could not delete the bench topics: {exc})")
+    if broker is not None:
+        broker.stop(grace=20)
