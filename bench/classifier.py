@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,6 @@ sys.path.insert(0, str(ROOT))
 import harness  # noqa: E402
 from shared.broker import external_or_local  # noqa: E402
 
-SONG_CHUNKS = 7
 
 
 def find_model(arg: str | None, cache: Path, arch: str | None) -> tuple[str, str]:
@@ -187,21 +185,14 @@ def main() -> int:
     log = work / "classifier.log"
     try:
         # -- 2. sustained: pre-produce, then drain --------------------------------------
-        producer = kafka_io.make_producer(settings)
         n = args.chunks
-        t0 = time.perf_counter()
-        for k in range(n):
-            song, index = f"bench-{k // SONG_CHUNKS:06d}", k % SONG_CHUNKS
-            last = index == SONG_CHUNKS - 1 or k == n - 1
-            producer.send(settings.topic_features, key=song.encode(),
-                          value=features_message(song, index, last, bank[k % len(bank)], art.spec.id))
-        producer.flush()
-        produce_s = time.perf_counter() - t0
+        produce_s = harness.pre_produce(
+            settings, settings.topic_features, n,
+            lambda song, index, last, k: features_message(song, index, last, bank[k % len(bank)], art.spec.id))
         mb = n * len(features_message("x" * 13, 0, False, bank[0], art.spec.id)) / 1e6
         print(f"pre-produced {n} feature messages ({mb:.0f} MB) in {produce_s:.1f} s")
-        with open(log, "ab") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "services.classifier"], cwd=ROOT, env=env,
-                                    stdout=fh, stderr=subprocess.STDOUT)
+        proc = harness.start_service("classifier", env, log)
+        producer = kafka_io.make_producer(settings)  # for the light-load phase
         pids = harness.process_pids("classifier", proc, broker, "bench (this process, reading predictions)")
         sampler = harness.CpuSampler(pids).start()
         preds = harness.read_all(settings, settings.topic_predictions, n, timeout=600 + n / 10)
@@ -210,7 +201,7 @@ def main() -> int:
         k0 = int(0.05 * n)
         sustained = (n - 1 - k0) / max(1e-9, ts[-1] - ts[k0])
         whole = n / max(1e-9, ts[-1] - ts[0])
-        songs = -(-n // SONG_CHUNKS)
+        songs = -(-n // harness.SONG_CHUNKS)
         verdicts = harness.read_all(settings, settings.topic_verdicts, songs, timeout=120)
         assert len({decode(r.value, Verdict).song_id for r in verdicts}) == songs
         ratio = sustained / ceiling

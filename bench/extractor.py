@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 import harness  # noqa: E402
 from shared.broker import external_or_local  # noqa: E402
 
-SONG_CHUNKS = 7
 
 
 def main() -> int:
@@ -47,7 +45,6 @@ def main() -> int:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from shared import kafka_io
     from shared.featurespec import DEFAULT_SPEC
     from shared.features import extract_features, fft_backend
     from shared.schemas import Chunk, Features, decode, now
@@ -74,20 +71,14 @@ def main() -> int:
     proc = None
     log = work / "extractor.log"
     try:
-        producer = kafka_io.make_producer(settings)
         n = args.chunks
-        t0 = time.perf_counter()
-        for k in range(n):
-            song, index = f"bench-{k // SONG_CHUNKS:06d}", k % SONG_CHUNKS
-            msg = Chunk(song_id=song, filename=f"{song}.flac", index=index,
-                        last=index == SONG_CHUNKS - 1 or k == n - 1, sample_rate=SR, n_samples=size,
-                        pcm=bank[k % len(bank)], produced_at=now())
-            producer.send(settings.topic_chunks, key=song.encode(), value=msg.encode())
-        producer.flush()
-        print(f"pre-produced {n} chunk messages ({n * size * 4 / 1e6:.0f} MB of PCM) in {time.perf_counter() - t0:.1f} s")
-        with open(log, "ab") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "services.extractor"], cwd=ROOT, env=env,
-                                    stdout=fh, stderr=subprocess.STDOUT)
+        produce_s = harness.pre_produce(
+            settings, settings.topic_chunks, n,
+            lambda song, index, last, k: Chunk(song_id=song, filename=f"{song}.flac", index=index, last=last,
+                                               sample_rate=SR, n_samples=size, pcm=bank[k % len(bank)],
+                                               produced_at=now()).encode())
+        print(f"pre-produced {n} chunk messages ({n * size * 4 / 1e6:.0f} MB of PCM) in {produce_s:.1f} s")
+        proc = harness.start_service("extractor", env, log)
         sampler = harness.CpuSampler(harness.process_pids("extractor", proc, broker, "bench (this process, reading features)")).start()
         feats = harness.read_all(settings, settings.topic_features, n, timeout=600 + n)
         sampler.stop()
@@ -101,7 +92,6 @@ def main() -> int:
               f"(first to last features record over {ts[-1] - ts[0]:.1f} s)")
         print(f"ratio service / compute alone: {sustained / compute:.2f}")
         print(harness.cpu_line(sampler, ts[k0], ts[-1], n - 1 - k0, compute, "extract_features alone"))
-        producer.close()
     finally:
         harness.tear_down(proc, settings, broker)
     print(f"service log: {log}")

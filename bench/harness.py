@@ -8,9 +8,44 @@ import threading
 import time
 import uuid
 from dataclasses import fields, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from shared.settings import Settings
+
+
+SONG_CHUNKS = 7
+"""Pre-produced songs have this many chunks (the last song may have fewer)."""
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pre_produce(settings: Settings, topic: str, n: int, value: Callable[[str, int, bool, int], bytes]) -> float:
+    """n records on `topic`, songs of SONG_CHUNKS keyed by song id: value(song, index, last,
+    k) gives record k. Returns the seconds until all were acknowledged."""
+    from shared import kafka_io
+
+    producer = kafka_io.make_producer(settings)
+    try:
+        t0 = time.perf_counter()
+        for k in range(n):
+            song, index = f"bench-{k // SONG_CHUNKS:06d}", k % SONG_CHUNKS
+            last = index == SONG_CHUNKS - 1 or k == n - 1
+            producer.send(topic, key=song.encode(), value=value(song, index, last, k))
+        producer.flush()
+        return time.perf_counter() - t0
+    finally:
+        producer.close()
+
+
+def start_service(service: str, env: dict[str, str], log: Path) -> Any:
+    """`python -m services.<service>` with `env`, its output appended to `log`."""
+    import subprocess
+    import sys
+
+    with open(log, "ab") as fh:
+        return subprocess.Popen([sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)
 
 
 def thread_env(threads: int) -> dict[str, str]:
