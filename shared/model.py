@@ -116,6 +116,11 @@ def stack_features(
     return out
 
 
+def _float32(a: np.ndarray, inplace: bool) -> np.ndarray:
+    """`a` itself when in place and already float32 (else a float32 copy)."""
+    return np.asarray(a, dtype=np.float32) if inplace else np.array(a, dtype=np.float32)
+
+
 def loudness_normalise(arrays: Mapping[str, np.ndarray], mode: str, *, inplace: bool = False) -> dict[str, np.ndarray]:
     """Remove the chunk's level from (n, T, F) feature arrays (see the module docstring).
 
@@ -124,7 +129,7 @@ def loudness_normalise(arrays: Mapping[str, np.ndarray], mode: str, *, inplace: 
     fewer passes over memory that is cold in cache."""
     if mode not in ("chunk", "none"):
         raise ValueError(f"unknown loudness mode {mode!r}; expected 'chunk' or 'none'")
-    out = {k: np.array(v, dtype=np.float32, copy=not inplace) for k, v in arrays.items()}
+    out = {k: _float32(v, inplace) for k, v in arrays.items()}
     if mode == "none":
         return out
     if "mfcc" in out:
@@ -163,7 +168,7 @@ def apply_normalisation(arrays: Mapping[str, np.ndarray], stats: Mapping[str, Ma
         s = stats[name]
         mean = np.asarray(s["mean"], dtype=np.float32)
         std = np.asarray(s["std"], dtype=np.float32)
-        x = np.array(a, dtype=np.float32, copy=not inplace)
+        x = _float32(a, inplace)
         x -= mean
         x /= std
         out[name] = x
