@@ -19,7 +19,10 @@ import logging
 import ssl
 from typing import Any
 
+from kafka.errors import KafkaConnectionError
+
 logger = logging.getLogger(__name__)
+_transport_log = logging.getLogger("kafka.net.transport")  # where kafka-python logs these
 
 RECV_BYTES = 1 << 20
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -29,9 +32,6 @@ _installed = False
 def _sock_recv(self: Any) -> tuple[bytes, Exception | None]:
     """Everything readable now, in reads of up to RECV_BYTES (kafka-python's contract:
     (data, error), the error a KafkaConnectionError on a closed or failed socket)."""
-    from kafka import errors as kafka_errors
-    from kafka.net.transport import log
-
     received: list[bytes] = []
     err = None
     while True:
@@ -40,12 +40,12 @@ def _sock_recv(self: Any) -> tuple[bytes, Exception | None]:
         except _WOULD_BLOCK:
             break
         except BaseException as exc:  # noqa: BLE001 - the library's own handling, unchanged
-            log.exception("%s: Error receiving network data closing socket", self)
-            err = kafka_errors.KafkaConnectionError(exc)
+            _transport_log.exception("%s: Error receiving network data closing socket", self)
+            err = KafkaConnectionError(exc)
             break
         if not data:
-            log.error("%s: socket disconnected", self)
-            err = kafka_errors.KafkaConnectionError("socket disconnected")
+            _transport_log.error("%s: socket disconnected", self)
+            err = KafkaConnectionError("socket disconnected")
             break
         received.append(data)
     return b"".join(received), err
