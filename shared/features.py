@@ -1,4 +1,4 @@
-"""The built-in feature extractor: sonic-annotator 1.6 + qm-mfcc + bbc-spectral-contrast in numpy.
+"""The built-in feature extractor: sonic-annotator 1.6 + qm-mfcc + bbc-spectral-contrast, in numpy and numba.
 
 Reproduces, frame for frame, what the real host and plugins compute with default
 parameters (see ../shared/golden/README.md, "How the numbers are computed"):
@@ -9,7 +9,7 @@ parameters (see ../shared/golden/README.md, "How the numbers are computed"):
   [k*step - B/2, k*step + B/2), zeros outside the signal) and is stamped k*step/sr;
   periodic Hann window (0.5 - 0.5*cos(2*pi*i/B)) in double; unscaled double FFT whose
   bins 0..B/2 reach the plugin as float32 (re, im) pairs;
-- qm-mfcc: double magnitudes of bins 0..B/2-1 (Nyquist dropped), 40 triangular filters
+- qm-mfcc: double magnitudes sqrt(re^2 + im^2) of bins 0..B/2-1 (Nyquist dropped), 40 triangular filters
   (13 linear edges from 66.6666666 Hz spaced 66.66666666 Hz, then x1.0711703), heights
   2/(upper-lower), log10(e) if e > 0 else 0, orthonormal DCT-II, c0..c19 as float32;
 - bbc-spectral-contrast: float32 |X| of bins 0..B/2-1, bin i in the first band whose upper
@@ -18,14 +18,15 @@ parameters (see ../shared/golden/README.md, "How the numbers are computed"):
   n >= 50 else 1.
 
 The spectra are computed in double precision like the host's KissFFT (FFTW through
-pyFFTW when it is installed, else scipy's pocketfft: bit-identical outputs either way,
-the former ~25% faster overall): a float32 FFT is
-2-3x cheaper but its rounding noise, relative to the loudest bins, swamps the quietest
-bins that the valleys and the quiet MFCC filters are made of (relative errors up to 7e-3
-against the golden files instead of ~3e-7). Frames are processed in blocks that stay in
-cache (about 9-12 ms per 30-s chunk at 22 050 Hz on one core, below the cost of a plain
-scipy.fft double rfft of the same frames); there is no Python loop over frames, only over
-blocks of a few dozen frames. The outputs are bit-identical to the golden csv_digits9 files.
+pyFFTW when it is installed, else scipy's pocketfft: bit-identical outputs either way): a
+float32 FFT is 2-3x cheaper but its rounding noise, relative to the loudest bins, swamps
+the quietest bins that the valleys and the quiet MFCC filters are made of (relative errors
+up to 7e-3 against the golden files instead of ~3e-7). Windowing, magnitudes and the
+contrast statistics are compiled loops (shared.feature_kernels, numba) that follow the
+plugins' arithmetic step by step; the MFCC filterbank, log and DCT are numpy over blocks of
+frames. Frames are processed in blocks that stay in cache (about 7 ms per 30-s chunk at
+22 050 Hz on one core, under half a plain scipy.fft double rfft of the same frames); there
+is no Python loop over frames. The outputs are bit-identical to the golden csv_digits9 files.
 """
 
 from __future__ import annotations
@@ -126,9 +127,9 @@ class _Plan:
     weights_t: np.ndarray  # (mfcc_hi - mfcc_lo, 40) double, C-contiguous
     filter_groups: tuple[tuple[int, int, int, int, np.ndarray], ...]  # (f0, f1, b0, b1, weights_t[b0:b1, f0:f1])
     dct_t: np.ndarray  # (40, 20) double
-    minmax_starts: np.ndarray  # band starts of the leading k == 1 bands (reduceat)
-    minmax_end: int  # end bin of those bands
-    sorted_bands: tuple[tuple[int, int, int], ...]  # (start, end, k) of bands with k > 1
+    band_start: np.ndarray  # contrast bands: first bin, end bin and k, int64 each
+    band_end: np.ndarray
+    band_k: np.ndarray
     bands: tuple[tuple[int, int, int], ...]
 
 
@@ -147,12 +148,7 @@ def _plan(sample_rate: float) -> _Plan:
         b0, b1 = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 1)
         groups.append((f0, f1, b0, b1, np.ascontiguousarray(weights_t[b0:b1, f0:f1])))
     bands = contrast_bands(sample_rate)
-    # Leading bands with k == 1 (min and max) that are contiguous from bin 0 use reduceat.
-    n_minmax = 0
-    while n_minmax < len(bands) and bands[n_minmax][2] == 1:
-        n_minmax += 1
-    starts = np.array([b[0] for b in bands[:n_minmax]], dtype=np.intp)
-    end = bands[n_minmax - 1][1] if n_minmax else 0
+    start, end, k = (np.array(col, dtype=np.int64) for col in zip(*bands))
     return _Plan(
         win_mfcc=periodic_hann(MFCC_BLOCK),
         win_contrast=periodic_hann(CONTRAST_BLOCK),
@@ -161,9 +157,9 @@ def _plan(sample_rate: float) -> _Plan:
         weights_t=weights_t,
         filter_groups=tuple(groups),
         dct_t=np.ascontiguousarray(mfcc_dct().T),
-        minmax_starts=starts,
-        minmax_end=end,
-        sorted_bands=tuple(bands[n_minmax:]),
+        band_start=start,
+        band_end=end,
+        band_k=k,
         bands=tuple(bands),
     )
 
@@ -188,17 +184,13 @@ def frame_times_ns(n_frames: int, step: int, sample_rate: int) -> np.ndarray:
     return (2 * frames * 1_000_000_000 + sr) // (2 * sr)
 
 
-def _rfft_bins(frames: np.ndarray) -> np.ndarray:
-    """Unscaled double FFT of each row, in place: returns bins 1 .. B/2-1 as a complex128
-    view (no copy); frames[:, 0] then holds the (real) DC bin.
-
-    fftpack's packed real layout [r0, r1, i1, r2, i2, ..., r(B/2)] already interleaves
-    (re, im) for bins 1 .. B/2-1, so it is viewed as complex instead of being copied into
-    the complex array that scipy.fft.rfft returns (same pocketfft code, same values)."""
+def _rfft_packed(frames: np.ndarray) -> None:
+    """Unscaled double FFT of each row, in place, in fftpack's packed real layout
+    [r0, r1, i1, r2, i2, ..., r(B/2)]: (re, im) of bins 1 .. B/2-1 already interleaved, as
+    in a complex array (same pocketfft code and values as scipy.fft.rfft, no copy)."""
     out = scipy.fftpack.rfft(frames, axis=1, overwrite_x=True)
     if not np.shares_memory(out, frames):  # overwrite_x is a hint; keep the contract
         frames[...] = out
-    return frames[:, 1 : frames.shape[1] - 1].view(np.complex128)
 
 
 class _FrameFFT:
@@ -237,13 +229,16 @@ class _FrameFFT:
                 plans.pop(next(iter(plans)))
         return plans[key][0]
 
-    def run(self, n: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, n: int, block: int) -> tuple[np.ndarray, int, np.ndarray]:
+        """FFT of the frames buffer: (pairs, off, dc), where bin j's (re, im) for j = 1 ..
+        B/2-1 are pairs[r, off + 2*(j-1)] and [.. + 1] (a C-contiguous double array, so
+        the compiled loops read it at full speed) and dc[r] is the (real) DC bin."""
         inp, out, plan = self._plans()[(n, block)]
         if plan is None:
-            bins = _rfft_bins(inp)
-            return inp[:, 0], bins
+            _rfft_packed(inp)
+            return inp, 1, inp[:, 0]
         plan()
-        return out[:, 0].real, out[:, 1 : block // 2]
+        return out.view(np.float64), 2, out[:, 0].real
 
 
 def _fft_backend() -> str:
@@ -269,18 +264,6 @@ def fft_backend() -> str:
     return _FFT.backend
 
 
-def _plugin_magnitude(bins: np.ndarray, c64: np.ndarray, c128: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """|X| of the float32-rounded (re, im) pairs that the host hands the plugin.
-
-    hypot in double of float32 inputs: in a float64 `out` it is the plugin's double
-    magnitude (qm-mfcc); cast to a float32 `out` it is the correctly rounded float32
-    magnitude that the plugin's abs(complex<float>) gives (bbc-spectral-contrast).
-    `c64` and `c128` are scratch arrays of bins' shape (the rounding passes)."""
-    np.copyto(c64, bins, casting="same_kind")
-    np.copyto(c128, c64)
-    return np.abs(c128, out=out, casting="same_kind")
-
-
 class _Scratch:
     """One thread's work arrays for one sample rate, reused from chunk to chunk.
 
@@ -289,15 +272,10 @@ class _Scratch:
     other work) and glibc hands the freed pages back to the kernel in between."""
 
     def __init__(self, n_mfcc_bins: int) -> None:
-        fb, sb, half = _FFT_FRAMES, _POST_FRAMES, CONTRAST_BLOCK // 2
-        self.c64_1 = np.empty((fb, n_mfcc_bins), dtype=np.complex64)
-        self.c128_1 = np.empty((fb, n_mfcc_bins), dtype=np.complex128)
-        self.c64_2 = np.empty((2 * fb, half - 1), dtype=np.complex64)
-        self.c128_2 = np.empty((2 * fb, half - 1), dtype=np.complex128)
-        self.mag1 = np.empty((sb, n_mfcc_bins), dtype=np.float64)
-        self.mag2 = np.empty((2 * sb, half), dtype=np.float32)
-        self.energy = np.empty((sb, N_FILTERS), dtype=np.float64)
-        self.logs = np.empty((sb, N_FILTERS), dtype=np.float64)
+        self.mag1 = np.empty((_POST_FRAMES, n_mfcc_bins), dtype=np.float64)
+        self.mag2 = np.empty(CONTRAST_BLOCK // 2, dtype=np.float32)
+        self.energy = np.empty((_POST_FRAMES, N_FILTERS), dtype=np.float64)
+        self.logs = np.empty((_POST_FRAMES, N_FILTERS), dtype=np.float64)
 
 
 _SCRATCH = threading.local()
@@ -315,21 +293,12 @@ def _scratch(plan: _Plan) -> _Scratch:
     return ws
 
 
-def _segment(x: np.ndarray, start: int, end: int) -> np.ndarray:
-    """x[start:end] with zeros outside [0, len(x)): a view where no padding is needed."""
-    if start >= 0 and end <= x.size:
-        return x[start:end]
-    seg = np.zeros(end - start, dtype=np.float32)
-    a, b = max(start, 0), min(end, x.size)
-    if b > a:
-        seg[a - start : b - start] = x[a:b]
-    return seg
+def _kernels():
+    """The compiled loops (shared.feature_kernels), imported on first use: importing numba
+    takes ~0.3 s that commands which never extract should not pay."""
+    from shared import feature_kernels
 
-
-def _frames(seg: np.ndarray, offset: int, n_frames: int, block: int, step: int) -> np.ndarray:
-    """Read-only (n_frames, block) view of seg[offset:], frames `step` apart (no copy)."""
-    st = seg.strides[0]
-    return np.lib.stride_tricks.as_strided(seg[offset:], (n_frames, block), (step * st, st), writeable=False)
+    return feature_kernels
 
 
 def extract_features(pcm: np.ndarray, sample_rate: int = 22050) -> ChunkFeatures:
@@ -344,6 +313,9 @@ def extract_features(pcm: np.ndarray, sample_rate: int = 22050) -> ChunkFeatures
         raise ValueError("pcm is empty")
     if not np.isfinite(sample_rate) or sample_rate <= 0:
         raise ValueError(f"invalid sample rate {sample_rate!r}")
+    kernels = _kernels()
+    if not kernels.all_finite(x):
+        raise ValueError("pcm has NaN or infinite samples")
     plan = _plan(float(sample_rate))
     k1 = n_host_blocks(x.size)
     k2 = 2 * k1
@@ -355,23 +327,21 @@ def extract_features(pcm: np.ndarray, sample_rate: int = 22050) -> ChunkFeatures
     fb, sb = _FFT_FRAMES, _POST_FRAMES
     fft = _FFT
     ws = _scratch(plan)
-    mag1, mag2 = ws.mag1, ws.mag2
+    mag1 = ws.mag1
     for S in range(0, k1, sb):
         E = min(S + sb, k1)
         # Spectra of blocks of fb frames (kept in cache), magnitudes gathered for sb frames.
         for s in range(S, E, fb):
             e = min(s + fb, E)
-            seg = _segment(x, s * HOST_BLOCK - HOST_BLOCK, e * HOST_BLOCK)
             n = e - s
-            np.multiply(_frames(seg, 0, n, MFCC_BLOCK, MFCC_STEP), plan.win_mfcc, out=fft.frames(n, MFCC_BLOCK))
-            _, spec = fft.run(n, MFCC_BLOCK)
-            _plugin_magnitude(spec[:, lo - 1 : hi - 1], ws.c64_1[:n], ws.c128_1[:n], out=mag1[s - S : e - S])
-            np.multiply(_frames(seg, HOST_BLOCK - half, 2 * n, CONTRAST_BLOCK, CONTRAST_STEP), plan.win_contrast,
-                        out=fft.frames(2 * n, CONTRAST_BLOCK))
-            dc, spec = fft.run(2 * n, CONTRAST_BLOCK)
-            m = mag2[2 * (s - S) : 2 * (e - S)]
-            np.abs(dc.astype(np.float32), out=m[:, 0])  # DC: real
-            _plugin_magnitude(spec[:, : half - 1], ws.c64_2[: 2 * n], ws.c128_2[: 2 * n], out=m[:, 1:])
+            kernels.window_frames(x, s * HOST_BLOCK - HOST_BLOCK, MFCC_STEP, plan.win_mfcc, fft.frames(n, MFCC_BLOCK))
+            pairs, off, _ = fft.run(n, MFCC_BLOCK)
+            kernels.mfcc_magnitudes(pairs, off, lo, hi, mag1[s - S : e - S])
+            kernels.window_frames(x, s * HOST_BLOCK - half, CONTRAST_STEP, plan.win_contrast,
+                                  fft.frames(2 * n, CONTRAST_BLOCK))
+            pairs, off, dc = fft.run(2 * n, CONTRAST_BLOCK)
+            kernels.contrast_frames(pairs, off, dc, plan.band_start, plan.band_end, plan.band_k, ws.mag2,
+                                    peaks[2 * s : 2 * e], valleys[2 * s : 2 * e])
         # --- qm-mfcc: filterbank (banded), log10 (0 for an empty filter), DCT ------------
         m1 = mag1[: E - S]
         energy, logs = ws.energy[: E - S], ws.logs[: E - S]
@@ -380,25 +350,6 @@ def extract_features(pcm: np.ndarray, sample_rate: int = 22050) -> ChunkFeatures
         logs.fill(0.0)
         np.log10(energy, out=logs, where=energy > 0)
         np.matmul(logs, plan.dct_t, out=mfcc[S:E], casting="same_kind")
-        # --- bbc-spectral-contrast: min/max bands, then the sorted bands -----------------
-        m2 = mag2[: 2 * (E - S)]
-        S2, E2 = 2 * S, 2 * E
-        nb = len(plan.minmax_starts)
-        if nb:
-            head = m2[:, : plan.minmax_end]
-            np.minimum.reduceat(head, plan.minmax_starts, axis=1, out=valleys[S2:E2, :nb])
-            np.maximum.reduceat(head, plan.minmax_starts, axis=1, out=peaks[S2:E2, :nb])
-        for b, (b0, b1, k) in enumerate(plan.sorted_bands, start=nb):
-            band = m2[:, b0:b1]
-            band.sort(axis=1)  # in place: these bins are not read again
-            n = b1 - b0
-            lo_sum = band[:, 0].copy()
-            hi_sum = band[:, n - k].copy()
-            for i in range(1, k):  # float32 sums in ascending order, as the plugin adds them
-                lo_sum += band[:, i]
-                hi_sum += band[:, n - k + i]
-            np.divide(lo_sum, np.float32(k), out=valleys[S2:E2, b])
-            np.divide(hi_sum, np.float32(k), out=peaks[S2:E2, b])
     np.nan_to_num(mfcc, copy=False, nan=0.0)
     return ChunkFeatures(mfcc=mfcc, peaks=peaks, valleys=valleys)
 
