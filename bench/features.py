@@ -10,8 +10,10 @@ alike; each figure is the median over --runs rounds.
 
 Contenders:
 - floor f64: bare scipy.fft.rfft of the windowed frames of both frame sets (2048/1024 and
-  1024/512), in double precision as the plugins' host computes them, nothing else;
-- floor f32: the same in single precision (for reference: too imprecise for the contract);
+  1024/512), in double precision as the plugins' host computes them, nothing else (the
+  frames are windowed before the timing);
+- floor f32: the same in single precision (what scipy.fft does with float32 frames; too
+  imprecise for the contract, which needs the double spectra, but the stricter floor);
 - numpy f64: numpy.fft.rfft of the same frames;
 - builtin: shared.features.extract_features, all three outputs (its FFT: FFTW through
   pyFFTW, single-threaded plans, when installed; also timed on scipy's pocketfft);
@@ -80,19 +82,23 @@ def centred_frames(x: np.ndarray, block: int, step: int) -> np.ndarray:
 
 def contenders(x: np.ndarray) -> dict[str, Callable[[], object]]:
     w1, w2 = periodic_hann(MFCC_BLOCK), periodic_hann(CONTRAST_BLOCK)
-    w1f, w2f = w1.astype(np.float32), w2.astype(np.float32)
+    # The floors time the FFT of the windowed frames and nothing else: the frames are
+    # windowed once, here, outside the timing.
+    f1 = centred_frames(x, MFCC_BLOCK, MFCC_STEP) * w1
+    f2 = centred_frames(x, CONTRAST_BLOCK, CONTRAST_STEP) * w2
+    f1s, f2s = f1.astype(np.float32), f2.astype(np.float32)
 
     def floor64():
-        scipy.fft.rfft(centred_frames(x, MFCC_BLOCK, MFCC_STEP) * w1, workers=1)
-        scipy.fft.rfft(centred_frames(x, CONTRAST_BLOCK, CONTRAST_STEP) * w2, workers=1)
+        scipy.fft.rfft(f1, workers=1)
+        scipy.fft.rfft(f2, workers=1)
 
     def floor32():
-        scipy.fft.rfft(centred_frames(x, MFCC_BLOCK, MFCC_STEP) * w1f, workers=1)
-        scipy.fft.rfft(centred_frames(x, CONTRAST_BLOCK, CONTRAST_STEP) * w2f, workers=1)
+        scipy.fft.rfft(f1s, workers=1)
+        scipy.fft.rfft(f2s, workers=1)
 
     def numpy64():
-        np.fft.rfft(centred_frames(x, MFCC_BLOCK, MFCC_STEP) * w1)
-        np.fft.rfft(centred_frames(x, CONTRAST_BLOCK, CONTRAST_STEP) * w2)
+        np.fft.rfft(f1)
+        np.fft.rfft(f2)
 
     out: dict[str, Callable[[], object]] = {
         "floor f64 (scipy.fft)": floor64,
@@ -187,7 +193,8 @@ def bench_extractors(runs: int) -> None:
     print("ratios:")
     r = b / med["floor f64 (scipy.fft)"]
     print(ratio_line("builtin / floor f64", r, "<= 1.5", r <= 1.5))
-    print(f"  {'builtin / floor f32 (reference)':<34} {b / med['floor f32 (scipy.fft)']:6.2f}x")
+    r = b / med["floor f32 (scipy.fft)"]
+    print(ratio_line("builtin / floor f32 (stricter)", r, "<= 1.5", r <= 1.5))
     for k, v in med.items():
         if k.startswith("librosa"):
             r = v / b

@@ -54,80 +54,92 @@ def mfcc_magnitudes(pairs, off, lo, hi, out):  # pragma: no cover - compiled
             o[j] = math.sqrt(re * re + im * im)
 
 
+TILE = 16  # frames whose magnitudes are transposed together
+
+
+def contrast_scratch_size(n_frames: int, half: int, kmax: int) -> int:
+    """float32 elements of contrast_frames' scratch for up to n_frames frames."""
+    return half * n_frames + (2 * kmax + 1) * n_frames + TILE * half
+
+
 @njit(nogil=True, cache=True)
-def contrast_frames(pairs, off, dc, band_start, band_end, band_k, mag, peaks, valleys):  # pragma: no cover - compiled
-    """bbc-spectral-contrast per frame: float32 |X| of bins 0 .. B/2-1 (abs of the
-    complex<float>: the double sqrt rounded once to float32), then per band the float32
-    means of the k smallest (valleys) and k largest (peaks) magnitudes, each sum taken in
-    ascending order as the plugin adds its sorted band. `mag` is a (B/2,) float32 scratch."""
+def contrast_frames(pairs, off, dc, band_start, band_end, band_k, scratch, peaks, valleys):  # pragma: no cover - compiled
+    """bbc-spectral-contrast: float32 |X| of bins 0 .. B/2-1 (abs of the complex<float>:
+    the double sqrt rounded once to float32), then per band the float32 means of the k
+    smallest (valleys) and k largest (peaks) magnitudes, each sum taken in ascending order
+    as the plugin adds its sorted band.
+
+    The statistics run across frames: magnitudes are transposed to (bin, frame) so that
+    every step below is one operation on all frames at once (SIMD); per frame they are
+    the plugin's. The k smallest are kept sorted by a compare-exchange chain per bin (the
+    k largest likewise), which yields exactly the sorted band's first (last) k values.
+    `scratch`: contrast_scratch_size(frames, B/2, max k) float32 elements."""
     n = peaks.shape[0]
     n_bands = band_start.size
     half = band_end[n_bands - 1]
     kmax = 1
     for b in range(n_bands):
         kmax = max(kmax, band_k[b])
-    small = np.empty(kmax, dtype=np.float32)  # the k smallest so far, ascending
-    large = np.empty(kmax, dtype=np.float32)  # the k largest so far, ascending
-    tail = mag[1:]
-    for r in range(n):
-        row = pairs[r, off:]
-        mag[0] = abs(np.float32(dc[r]))  # DC: real
-        for j in range(half - 1):
-            re = np.float64(np.float32(row[2 * j]))
-            im = np.float64(np.float32(row[2 * j + 1]))
-            tail[j] = np.float32(math.sqrt(re * re + im * im))
-        for b in range(n_bands):
-            b0, b1, k = band_start[b], band_end[b], band_k[b]
-            if k == 1:
-                lo_v = mag[b0]
-                hi_v = mag[b0]
-                for i in range(b0 + 1, b1):
-                    v = mag[i]
-                    if v < lo_v:
-                        lo_v = v
-                    if v > hi_v:
-                        hi_v = v
-                valleys[r, b] = lo_v
-                peaks[r, b] = hi_v
-                continue
-            for p in range(k):
-                small[p] = mag[b0]
-                large[p] = mag[b0]
-            filled = 1
-            for i in range(b0 + 1, b1):
-                v = mag[i]
-                if filled < k:  # the first k values, kept sorted
-                    p = filled
-                    while p > 0 and small[p - 1] > v:
-                        small[p] = small[p - 1]
-                        p -= 1
-                    small[p] = v
-                    p = filled
-                    while p > 0 and large[p - 1] > v:
-                        large[p] = large[p - 1]
-                        p -= 1
-                    large[p] = v
-                    filled += 1
-                    continue
-                if v < small[k - 1]:
-                    p = k - 1
-                    while p > 0 and small[p - 1] > v:
-                        small[p] = small[p - 1]
-                        p -= 1
-                    small[p] = v
-                if v > large[0]:
-                    p = 0
-                    while p < k - 1 and large[p + 1] < v:
-                        large[p] = large[p + 1]
-                        p += 1
-                    large[p] = v
-            s_lo = small[0]
-            s_hi = large[0]
+    cap = (scratch.size - TILE * half) // (half + 2 * kmax + 1)
+    if n > cap:
+        raise ValueError("contrast_frames: scratch too small for this many frames")
+    mag_t = scratch[: half * cap].reshape((half, cap))
+    sel = scratch[half * cap : half * cap + (2 * kmax + 1) * cap].reshape((2 * kmax + 1, cap))
+    tile = scratch[half * cap + (2 * kmax + 1) * cap :].reshape((TILE, half))
+    carry = sel[2 * kmax]
+    for r0 in range(0, n, TILE):
+        nt = min(TILE, n - r0)
+        for t in range(nt):
+            r = r0 + t
+            row = pairs[r, off:]
+            m = tile[t]
+            m[0] = abs(np.float32(dc[r]))  # DC: real
+            rest = m[1:]
+            for j in range(half - 1):
+                re = np.float64(np.float32(row[2 * j]))
+                im = np.float64(np.float32(row[2 * j + 1]))
+                rest[j] = np.float32(math.sqrt(re * re + im * im))
+        for j in range(half):
+            dst = mag_t[j, r0 : r0 + nt]
+            for t in range(nt):
+                dst[t] = tile[t, j]
+    for b in range(n_bands):
+        b0, b1, k = band_start[b], band_end[b], band_k[b]
+        for p in range(k):
+            lo_p = sel[p]
+            hi_p = sel[kmax + p]
+            for r in range(n):
+                lo_p[r] = np.float32(np.inf)
+                hi_p[r] = -np.float32(np.inf)
+        for i in range(b0, b1):
+            col = mag_t[i]
+            for r in range(n):
+                carry[r] = col[r]
+            for p in range(k):  # small[0..k-1] ascending: the new value sinks to its place
+                lo_p = sel[p]
+                for r in range(n):
+                    a = lo_p[r]
+                    v = carry[r]
+                    lo_p[r] = v if v < a else a
+                    carry[r] = a if v < a else v
+            for r in range(n):
+                carry[r] = col[r]
+            for q in range(k):  # large[0..k-1] ascending: the new value rises to its place
+                hi_p = sel[kmax + k - 1 - q]
+                for r in range(n):
+                    a = hi_p[r]
+                    v = carry[r]
+                    hi_p[r] = v if v > a else a
+                    carry[r] = a if v > a else v
+        kf = np.float32(k)
+        for r in range(n):
+            s_lo = sel[0, r]
+            s_hi = sel[kmax, r]
             for p in range(1, k):
-                s_lo += small[p]
-                s_hi += large[p]
-            valleys[r, b] = s_lo / np.float32(k)
-            peaks[r, b] = s_hi / np.float32(k)
+                s_lo += sel[p, r]
+                s_hi += sel[kmax + p, r]
+            valleys[r, b] = s_lo / kf
+            peaks[r, b] = s_hi / kf
 
 
 @njit(nogil=True, cache=True)

@@ -271,9 +271,9 @@ class _Scratch:
     of the extractor) whenever the process also handles large buffers (Kafka messages,
     other work) and glibc hands the freed pages back to the kernel in between."""
 
-    def __init__(self, n_mfcc_bins: int) -> None:
+    def __init__(self, n_mfcc_bins: int, contrast_scratch: int) -> None:
         self.mag1 = np.empty((_POST_FRAMES, n_mfcc_bins), dtype=np.float64)
-        self.mag2 = np.empty(CONTRAST_BLOCK // 2, dtype=np.float32)
+        self.contrast = np.empty(contrast_scratch, dtype=np.float32)
         self.energy = np.empty((_POST_FRAMES, N_FILTERS), dtype=np.float64)
         self.logs = np.empty((_POST_FRAMES, N_FILTERS), dtype=np.float64)
 
@@ -289,7 +289,8 @@ def _scratch(plan: _Plan) -> _Scratch:
     if ws is None:
         if len(per_thread) >= 4:  # a few sample rates per thread at most
             per_thread.clear()
-        ws = per_thread[id(plan)] = _Scratch(plan.mfcc_hi - plan.mfcc_lo)
+        contrast = _kernels().contrast_scratch_size(2 * _FFT_FRAMES, CONTRAST_BLOCK // 2, int(plan.band_k.max()))
+        ws = per_thread[id(plan)] = _Scratch(plan.mfcc_hi - plan.mfcc_lo, contrast)
     return ws
 
 
@@ -340,7 +341,7 @@ def extract_features(pcm: np.ndarray, sample_rate: int = 22050) -> ChunkFeatures
             kernels.window_frames(x, s * HOST_BLOCK - half, CONTRAST_STEP, plan.win_contrast,
                                   fft.frames(2 * n, CONTRAST_BLOCK))
             pairs, off, dc = fft.run(2 * n, CONTRAST_BLOCK)
-            kernels.contrast_frames(pairs, off, dc, plan.band_start, plan.band_end, plan.band_k, ws.mag2,
+            kernels.contrast_frames(pairs, off, dc, plan.band_start, plan.band_end, plan.band_k, ws.contrast,
                                     peaks[2 * s : 2 * e], valleys[2 * s : 2 * e])
         # --- qm-mfcc: filterbank (banded), log10 (0 for an empty filter), DCT ------------
         m1 = mag1[: E - S]

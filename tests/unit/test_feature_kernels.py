@@ -62,8 +62,8 @@ def test_contrast_statistics_match_a_sort(sample_rate: int, quantise: bool) -> N
     dc = pairs[:, 0]
     peaks = np.empty((n, len(plan.bands)), np.float32)
     valleys = np.empty_like(peaks)
-    kernels.contrast_frames(pairs, 2, dc, plan.band_start, plan.band_end, plan.band_k,
-                            np.empty(half, np.float32), peaks, valleys)
+    scratch = np.empty(kernels.contrast_scratch_size(n, half, int(plan.band_k.max())), np.float32)
+    kernels.contrast_frames(pairs, 2, dc, plan.band_start, plan.band_end, plan.band_k, scratch, peaks, valleys)
     mags = _plugin_float32_magnitudes(pairs, 2, dc, half)
     for b, (b0, b1, k) in enumerate(plan.bands):
         band = np.sort(mags[:, b0:b1], axis=1)
