@@ -43,6 +43,7 @@ from typing import Callable, Generic, Iterable, Iterator, Protocol, TypeVar
 from kafka.errors import CommitFailedError, KafkaError
 
 from shared import kafka_io
+from shared.malloc_tuning import reuse_large_buffers
 from shared.metrics import ServiceMetrics
 from shared.schemas import DeadLetter, Message, SchemaError, decode, now
 from shared.settings import Settings
@@ -462,6 +463,7 @@ def run_service(name: str, build: Callable[[Settings, ServiceMetrics, StopFlag],
 
     SIGTERM is handled from the first moment, so a stop during a slow start (TensorFlow's
     import) still exits 0; refused Kafka credentials exit 3 with a clear message."""
+    reuse_large_buffers()  # before TensorFlow and the Kafka clients allocate anything
     stop = StopFlag()
     stop.install()
     settings = Settings.from_env()

@@ -12,7 +12,6 @@ import logging
 import sys
 
 from services.classifier.loop import ClassifierLoop
-from shared.malloc_tuning import reuse_large_buffers
 from shared.metrics import ServiceMetrics
 from shared.model import ModelLoadError
 from shared.service import StartupError, StopFlag, run_service
@@ -40,7 +39,6 @@ def build(settings: Settings, metrics: ServiceMetrics, stop: StopFlag) -> Classi
 
 
 def main() -> int:
-    reuse_large_buffers()  # before TensorFlow and the Kafka clients allocate anything
     return run_service(SERVICE, build)
 
 
