@@ -27,6 +27,8 @@ def window_frames(x, start, step, win, out):  # pragma: no cover - compiled
     zero-padded, centred frames times the Hann window, in double."""
     n_frames, block = out.shape
     size = x.size
+    if win.size < block:
+        raise ValueError("window_frames: window shorter than the frames")
     for j in range(n_frames):
         base = start + j * step
         row = out[j]
@@ -45,6 +47,8 @@ def mfcc_magnitudes(pairs, off, lo, hi, out):  # pragma: no cover - compiled
     """qm-mfcc's magnitudes sqrt(re^2 + im^2) in double of the float32 (re, im) the host
     passes, for bins lo .. hi-1; bin j's (re, im) are pairs[r, off + 2*(j-1) + (0, 1)]."""
     n = out.shape[0]
+    if out.shape[1] < hi - lo or pairs.shape[1] < off + 2 * (hi - 1):
+        raise ValueError("mfcc_magnitudes: arrays too small for these bins")
     for r in range(n):
         row = pairs[r, off + 2 * (lo - 1) :]
         o = out[r]
@@ -83,6 +87,9 @@ def contrast_frames(pairs, off, dc, band_start, band_end, band_k, scratch, peaks
     cap = (scratch.size - TILE * half) // (half + 2 * kmax + 1)
     if n > cap:
         raise ValueError("contrast_frames: scratch too small for this many frames")
+    if pairs.shape[0] < n or dc.size < n or pairs.shape[1] < off + 2 * (half - 1) or peaks.shape[1] < n_bands \
+            or valleys.shape[0] < n or valleys.shape[1] < n_bands:
+        raise ValueError("contrast_frames: arrays too small for these frames and bands")
     mag_t = scratch[: half * cap].reshape((half, cap))
     sel = scratch[half * cap : half * cap + (2 * kmax + 1) * cap].reshape((2 * kmax + 1, cap))
     tile = scratch[half * cap + (2 * kmax + 1) * cap :].reshape((TILE, half))

@@ -199,7 +199,7 @@ class _FrameFFT:
     With pyFFTW (FFTW 3, plans made with FFTW_ESTIMATE: deterministic, no timing runs) a
     block of 32 frames of 2048 or 64 of 1024 takes half of pocketfft's time here; without
     it (or with GENRE_FFT=pocketfft), scipy.fftpack in place. `frames(n, block)` is the
-    buffer to write the windowed frames into; `run(n, block)` returns (DC, bins 1..B/2-1).
+    buffer to write the windowed frames into; `run(n, block)` transforms it.
     """
 
     def __init__(self, backend: str) -> None:
@@ -281,16 +281,16 @@ class _Scratch:
 _SCRATCH = threading.local()
 
 
-def _scratch(plan: _Plan) -> _Scratch:
-    per_thread = getattr(_SCRATCH, "by_plan", None)
+def _scratch(plan: _Plan, sample_rate: float) -> _Scratch:
+    per_thread = getattr(_SCRATCH, "by_rate", None)
     if per_thread is None:
-        per_thread = _SCRATCH.by_plan = {}
-    ws = per_thread.get(id(plan))
+        per_thread = _SCRATCH.by_rate = {}
+    ws = per_thread.get(sample_rate)
     if ws is None:
         if len(per_thread) >= 4:  # a few sample rates per thread at most
             per_thread.clear()
         contrast = _kernels().contrast_scratch_size(2 * _FFT_FRAMES, CONTRAST_BLOCK // 2, int(plan.band_k.max()))
-        ws = per_thread[id(plan)] = _Scratch(plan.mfcc_hi - plan.mfcc_lo, contrast)
+        ws = per_thread[sample_rate] = _Scratch(plan.mfcc_hi - plan.mfcc_lo, contrast)
     return ws
 
 
@@ -317,7 +317,8 @@ def extract_features(pcm: np.ndarray, sample_rate: int = 22050) -> ChunkFeatures
     kernels = _kernels()
     if not kernels.all_finite(x):
         raise ValueError("pcm has NaN or infinite samples")
-    plan = _plan(float(sample_rate))
+    rate = float(sample_rate)
+    plan = _plan(rate)
     k1 = n_host_blocks(x.size)
     k2 = 2 * k1
     mfcc = np.empty((k1, N_MFCC), dtype=np.float32)
@@ -327,7 +328,7 @@ def extract_features(pcm: np.ndarray, sample_rate: int = 22050) -> ChunkFeatures
     half = CONTRAST_BLOCK // 2
     fb, sb = _FFT_FRAMES, _POST_FRAMES
     fft = _FFT
-    ws = _scratch(plan)
+    ws = _scratch(plan, rate)
     mag1 = ws.mag1
     for S in range(0, k1, sb):
         E = min(S + sb, k1)
