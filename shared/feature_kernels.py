@@ -22,7 +22,7 @@ from numba import njit
 
 
 @njit(nogil=True, cache=True)
-def window_frames(x, start, step, win, out):  # pragma: no cover - compiled
+def window_frames(x: np.ndarray, start: int, step: int, win: np.ndarray, out: np.ndarray) -> None:
     """out[j, i] = double(x[start + j*step + i]) * win[i], zero outside x: the host's
     zero-padded, centred frames times the Hann window, in double."""
     n_frames, block = out.shape
@@ -43,7 +43,7 @@ def window_frames(x, start, step, win, out):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True)
-def mfcc_magnitudes(pairs, off, lo, hi, out):  # pragma: no cover - compiled
+def mfcc_magnitudes(pairs: np.ndarray, off: int, lo: int, hi: int, out: np.ndarray) -> None:
     """qm-mfcc's magnitudes sqrt(re^2 + im^2) in double of the float32 (re, im) the host
     passes, for bins lo .. hi-1; bin j's (re, im) are pairs[r, off + 2*(j-1) + (0, 1)]."""
     n = out.shape[0]
@@ -67,7 +67,8 @@ def contrast_scratch_size(n_frames: int, half: int, kmax: int) -> int:
 
 
 @njit(nogil=True, cache=True)
-def contrast_frames(pairs, off, dc, band_start, band_end, band_k, scratch, peaks, valleys):  # pragma: no cover - compiled
+def contrast_frames(pairs: np.ndarray, off: int, dc: np.ndarray, band_start: np.ndarray, band_end: np.ndarray,
+                    band_k: np.ndarray, scratch: np.ndarray, peaks: np.ndarray, valleys: np.ndarray) -> None:
     """bbc-spectral-contrast: float32 |X| of bins 0 .. B/2-1 (abs of the complex<float>:
     the double sqrt rounded once to float32), then per band the float32 means of the k
     smallest (valleys) and k largest (peaks) magnitudes, each sum taken in ascending order
@@ -150,7 +151,7 @@ def contrast_frames(pairs, off, dc, band_start, band_end, band_k, scratch, peaks
 
 
 @njit(nogil=True, cache=True)
-def all_finite(x):  # pragma: no cover - compiled
+def all_finite(x: np.ndarray) -> bool:
     """Whether no sample is NaN or infinite (without numpy's temporary boolean array)."""
     bad = 0
     for i in range(x.size):
