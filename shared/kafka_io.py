@@ -21,7 +21,7 @@ import logging
 import socket
 import ssl
 import time
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
@@ -50,7 +50,8 @@ DEFAULT_SEND_TIMEOUT_S = 60.0
 
 __all__ = [
     "AuthenticationFailed", "BrokerUnavailable", "DeliveryFailed", "KafkaIOError",
-    "MAX_RECORD_BYTES", "TopicPartition", "admin_config", "at_end", "commit_offsets", "consumer_config",
+    "MAX_RECORD_BYTES", "TopicPartition", "admin_config", "at_end", "commit_offsets", "commit_offsets_async",
+    "consumer_config",
     "consumer_lag", "flush_or_raise", "kafka_errors", "make_admin", "make_consumer",
     "make_producer", "make_reader", "offsets_after", "send", "producer_config", "send_and_wait", "wait_for_broker",
 ]
@@ -156,7 +157,15 @@ def kafka_errors(settings: Settings) -> Iterator[None]:
 
 BOOTSTRAP_TIMEOUT_MS = 30_000
 """How long a client keeps trying to reach a bootstrap server before giving up."""
-FETCH_MAX_WAIT_MS = 100
+FETCH_MAX_WAIT_MS = 25
+"""Consumer fetch_max_wait_ms: how long the broker holds a fetch that finds no data. A
+record produced meanwhile did not always end the wait early here (kafka-python 3.0 and a
+one-broker KRaft cluster): with 100 ms, 2-5 % of the chunks under light load reached the
+classifier 60-100 ms late (CreateTime to poll), and the classifier's p99 added latency was
+100-160 ms against a budget of ~76; with 20 ms their arrival p99 was 13 ms and the p99
+latency 69 ms (`bench/classifier.py`). The broker also answers one request per
+connection at a time, so a commit or ListOffsets waits behind an idle fetch for up to
+this long. The price: an idle consumer sends ~40 empty fetches a second."""
 FETCH_MAX_BYTES = 16 * 1024 * 1024
 """Consumer fetch_max_bytes: at most this much per fetch response (the broker still sends
 one oversized record batch whole). Below glibc's 32 MiB mmap ceiling, so kafka-python's
@@ -192,9 +201,6 @@ def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) 
         max_partition_fetch_bytes=MAX_RECORD_BYTES,
         fetch_max_bytes=FETCH_MAX_BYTES,
         isolation_level="read_uncommitted",
-        # The broker answers one request per connection at a time: with the default
-        # 500 ms long-poll, every ListOffsets (lag, liveness) queued behind an idle fetch
-        # waited ~400 ms and stalled the service loop. 100 ms keeps those calls at ~10 ms.
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         max_poll_records=settings.batch_max_size,
         allow_auto_create_topics=False,
@@ -423,8 +429,31 @@ def commit_offsets(consumer: KafkaConsumer, offsets: Mapping[TopicPartition, int
     """
     if not offsets:
         return
-    payload = {tp: OffsetAndMetadata(int(off), "", -1) for tp, off in offsets.items()}
-    consumer.commit(offsets=payload)
+    consumer.commit(offsets=_offset_payload(offsets))
+
+
+def commit_offsets_async(consumer: KafkaConsumer, offsets: Mapping[TopicPartition, int],
+                         on_failure: Callable[[Mapping[TopicPartition, int], Exception], None]) -> None:
+    """Send a commit of `offsets` without waiting for it (see commit_offsets).
+
+    A synchronous commit waits its turn behind the consumer's long-polling fetch on the
+    same broker connection (up to fetch_max_wait_ms), and the thread that commits also
+    polls: every chunk in flight waited with it. A failed commit is only passed to
+    `on_failure` (from kafka-python's I/O thread): the records are then delivered again
+    unless a later commit covers them (at-least-once either way)."""
+    if not offsets:
+        return
+    sent = dict(offsets)
+
+    def done(_offsets: Any, response: Any) -> None:
+        if isinstance(response, Exception):
+            on_failure(sent, response)
+
+    consumer.commit_async(offsets=_offset_payload(offsets), callback=done)
+
+
+def _offset_payload(offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {tp: OffsetAndMetadata(int(off), "", -1) for tp, off in offsets.items()}
 
 
 def at_end(consumer: KafkaConsumer) -> bool:

@@ -16,7 +16,9 @@ resumes below half. Memory is bounded by the queue plus one fetch.
 
 Delivery: the worker posts, after each batch, the offsets below which every song has its
 verdict (shared.song_tracker). The poll thread commits such a snapshot only when every
-output posted up to it has been acknowledged (acks=all). A crash replays from there; a
+output posted up to it has been acknowledged (acks=all); without waiting for the commit
+(a failed one is forgotten and sent again with the next), except on revocation and
+shutdown, which wait. A crash replays from there; a
 replay recomputes the same predictions (row results do not depend on batch composition)
 and so the same verdict, keyed by song id on the compacted verdict topic.
 
@@ -135,6 +137,7 @@ class _Session:
         self.pending: deque[tuple[list[Any], Done]] = deque()  # (futures, done) in posting order
         self.to_commit: dict[Hashable, int] = {}
         self.committed: dict[Hashable, int] = {}
+        self.commit_retries: deque[tuple[int, dict[Hashable, int]]] = deque()  # appended by kafka-python's thread
         self.last_commit = 0.0
         self.paused = False
         self.marker_seq = 0
@@ -225,6 +228,7 @@ class _Session:
 
     def settle(self, force: bool = False) -> None:
         """Retire acknowledged outputs in order; commit the newest snapshot they cover."""
+        self._retry_failed_commits()
         while self.pending:
             futures, done = self.pending[0]
             if not all(f.is_done for f in futures):
@@ -236,10 +240,12 @@ class _Session:
             if done.generation == self.generation and done.marker is None:
                 self.to_commit = dict(done.offsets)
         if self.to_commit and (force or time.monotonic() - self.last_commit >= COMMIT_INTERVAL_S):
-            self.commit(self.to_commit)
+            self.commit(self.to_commit, wait=force)
             self.to_commit = {}
 
-    def commit(self, offsets: dict[Hashable, int], *, assigned_only: bool = True) -> None:
+    def commit(self, offsets: dict[Hashable, int], *, assigned_only: bool = True, wait: bool = True) -> None:
+        """Commit offsets; `wait=False` (the steady state) sends the commit without waiting
+        for it, so the poll thread never stalls behind the broker's long-polling fetch."""
         if assigned_only:
             assigned = set(self.consumer.assignment())
             offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
@@ -248,11 +254,32 @@ class _Session:
         if not offsets:
             return
         try:
-            kafka_io.commit_offsets(self.consumer, offsets)
+            if wait:
+                kafka_io.commit_offsets(self.consumer, offsets)
+            else:
+                generation = self.generation
+                kafka_io.commit_offsets_async(self.consumer, offsets,
+                                              lambda offs, exc: self._commit_failed(offs, exc, generation))
         except KafkaError as exc:  # e.g. CommitFailedError after a rebalance: the records replay
             logger.warning("offset commit failed (%s); those records will be processed again", exc)
             return
         self.committed.update(offsets)
+
+    def _commit_failed(self, offsets: dict[Hashable, int], exc: Exception, generation: int) -> None:
+        """An asynchronous commit failed (called on kafka-python's I/O thread): the poll
+        thread sends it again unless a newer commit or a rebalance has come since."""
+        logger.warning("asynchronous offset commit failed (%s); it will be sent again", exc)
+        self.commit_retries.append((generation, offsets))
+
+    def _retry_failed_commits(self) -> None:
+        while self.commit_retries:
+            generation, offsets = self.commit_retries.popleft()
+            if generation != self.generation:
+                continue  # those partitions were revoked (and committed synchronously) since
+            for tp, o in offsets.items():
+                if self.committed.get(tp) == o:
+                    self.committed.pop(tp, None)
+                    self.to_commit.setdefault(tp, o)
 
     def wait_acked(self, deadline: float) -> bool:
         """Publish and settle until nothing is pending (or the deadline passes)."""

@@ -172,6 +172,35 @@ def test_manual_commit_and_reconsume(kafka_settings: Settings) -> None:
     reader.close()
 
 
+def test_asynchronous_commit_lands_and_reports_failures(kafka_settings: Settings) -> None:
+    s = kafka_settings
+    producer = kafka_io.make_producer(s)
+    metas = kafka_io.flush_or_raise(producer, [kafka_io.send(producer, s.topic_features, "song-b", f"n{i}".encode())
+                                               for i in range(3)])
+    producer.close()
+    tp = TopicPartition(s.topic_features, metas[0].partition)
+    failures: list = []
+    c1 = kafka_io.make_consumer(s, s.group_classifier + "-async", [s.topic_features])
+    got = _consume(c1, 3)
+    kafka_io.commit_offsets_async(c1, kafka_io.offsets_after(got[:2]), lambda offs, exc: failures.append(exc))
+    deadline = time.monotonic() + 20
+    while c1.committed(tp) != metas[0].offset + 2 and time.monotonic() < deadline:
+        c1.poll(timeout_ms=100)
+    assert c1.committed(tp) == metas[0].offset + 2
+    c1.close()
+    assert failures == []
+    # A commit for a partition of a topic that does not exist is refused: the failure is reported.
+    c2 = kafka_io.make_consumer(s, s.group_classifier + "-async", [s.topic_features])
+    _consume(c2, 1)
+    kafka_io.commit_offsets_async(c2, {TopicPartition(s.topic_features + ".nope", 0): 1},
+                                  lambda offs, exc: failures.append(exc))
+    deadline = time.monotonic() + 20
+    while not failures and time.monotonic() < deadline:
+        c2.poll(timeout_ms=100)
+    c2.close()
+    assert failures and isinstance(failures[0], Exception)
+
+
 def test_reader_on_missing_topic(kafka_settings: Settings) -> None:
     with pytest.raises(kafka_io.KafkaIOError, match="genre topics create"):
         kafka_io.make_reader(kafka_settings, "no.such.topic", timeout=1)

@@ -100,6 +100,17 @@ class FakeConsumer:
     def commit(self, offsets=None):  # noqa: ANN001
         self.commits.append({tp: om.offset for tp, om in offsets.items()})
 
+    fail_async = False
+
+    def commit_async(self, offsets=None, callback=None):  # noqa: ANN001
+        """Like kafka-python's: the callback gets the response, or the exception."""
+        if self.fail_async:
+            self.async_failures = getattr(self, "async_failures", 0) + 1
+            callback(offsets, RuntimeError("commit refused"))
+            return
+        self.commits.append({tp: om.offset for tp, om in offsets.items()})
+        callback(offsets, object())
+
     def committed_now(self) -> dict:
         out: dict = {}
         for c in self.commits:
@@ -199,6 +210,21 @@ def test_offsets_are_committed_only_after_the_outputs_are_acknowledged():
     s.stop.set()
     t.join(10)
     s.teardown()
+
+
+def test_a_failed_asynchronous_commit_is_sent_again_and_shutdown_commits_synchronously():
+    consumer = FakeConsumer({P0: records_for(P0, [("a", 0, True), ("b", 0, True)])})
+    consumer.fail_async = True
+    producer = FakeProducer()
+    s = make_session(consumer, producer)
+    t = run_in_thread(s)
+    wait_for(lambda: len(producer.messages("verdicts", Verdict)) == 2)
+    wait_for(lambda: getattr(consumer, "async_failures", 0) >= 2)  # retried, not marked committed
+    assert consumer.commits == []
+    s.stop.set()
+    t.join(10)
+    s.teardown()
+    assert consumer.committed_now() == {P0: 2}  # the shutdown's commit waits (and succeeds)
 
 
 def test_revocation_drains_the_queue_commits_and_forgets():
