@@ -7,8 +7,9 @@
 - Connection problems at construction become `BrokerUnavailable`, refused credentials
   (SASL) or an untrusted certificate become `AuthenticationFailed`: both carry a message
   meant for a person.
-- `commit_offsets` commits explicit "next offset to read" positions after the produced
-  results were acknowledged (at-least-once); `offsets_after` computes them from records.
+- `commit_offsets` (waits) and `commit_offsets_async` (does not) commit explicit "next
+  offset to read" positions after the produced results were acknowledged
+  (at-least-once); `offsets_after` computes them from records.
 
 Compression stays off: the large payloads (float32 audio, features) barely compress,
 and it avoids a native codec dependency. Pass `compression_type=` to override.
@@ -162,8 +163,8 @@ FETCH_MAX_WAIT_MS = 25
 record produced meanwhile did not always end the wait early here (kafka-python 3.0 and a
 one-broker KRaft cluster): with 100 ms, 2-5 % of the chunks under light load reached the
 classifier 60-100 ms late (CreateTime to poll), and the classifier's p99 added latency was
-100-160 ms against a budget of ~76; with 20 ms their arrival p99 was 13 ms and the p99
-latency 69 ms (`bench/classifier.py`). The broker also answers one request per
+100-160 ms against a budget of ~76; with 20 ms their arrival p99 was 13 ms, and with 25
+the p99 latency was 66-70 ms in 6 runs (`bench/classifier.py`). The broker also answers one request per
 connection at a time, so a commit or ListOffsets waits behind an idle fetch for up to
 this long. The price: an idle consumer sends ~40 empty fetches a second."""
 FETCH_MAX_BYTES = 16 * 1024 * 1024

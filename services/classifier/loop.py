@@ -16,11 +16,11 @@ resumes below half. Memory is bounded by the queue plus one fetch.
 
 Delivery: the worker posts, after each batch, the offsets below which every song has its
 verdict (shared.song_tracker). The poll thread commits such a snapshot only when every
-output posted up to it has been acknowledged (acks=all); without waiting for the commit
-(a failed one is forgotten and sent again with the next), except on revocation and
-shutdown, which wait. A crash replays from there; a
-replay recomputes the same predictions (row results do not depend on batch composition)
-and so the same verdict, keyed by song id on the compacted verdict topic.
+output posted up to it has been acknowledged (acks=all), without waiting for the commit
+to be answered (a failed one is sent again), except on revocation and shutdown, which
+wait. A crash replays from there; a replay recomputes the same predictions (row results
+do not depend on batch composition) and so the same verdict, keyed by song id on the
+compacted verdict topic.
 
 Rebalance (partitions revoked, inside poll): a `revoke` marker goes into the queue behind
 every queued record; the worker drains them (no batching wait) and answers with the final
