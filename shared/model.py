@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -163,16 +164,35 @@ def compute_normalisation(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[st
 
 def apply_normalisation(arrays: Mapping[str, np.ndarray], stats: Mapping[str, Mapping[str, Sequence[float]]],
                         *, inplace: bool = False) -> dict[str, np.ndarray]:
+    """(x - mean) / std per channel of (n, T, F) arrays, float32.
+
+    The per-channel statistics are tiled along the frames first: broadcast over the last
+    axis alone, numpy runs its inner loop once per frame (7 or 20 values), which made this
+    the classifier's most expensive preprocessing step; tiled, each chunk is one loop.
+    The same float32 operations on each element: the results are bit-identical."""
     out = {}
     for name, a in arrays.items():
-        s = stats[name]
-        mean = np.asarray(s["mean"], dtype=np.float32)
-        std = np.asarray(s["std"], dtype=np.float32)
         x = _float32(a, inplace)
-        x -= mean
-        x /= std
+        mean, std = _tiled_stats(stats, name, x.shape[1:])
+        flat = x.reshape(x.shape[0], math.prod(x.shape[1:])) if x.ndim >= 2 and x.flags.c_contiguous else None
+        if flat is None:  # not one block of memory: broadcast per channel
+            x -= mean.reshape(x.shape[1:])
+            x /= std.reshape(x.shape[1:])
+        else:
+            flat -= mean
+            flat /= std
         out[name] = x
     return out
+
+
+def _tiled_stats(stats: Mapping[str, Mapping[str, Sequence[float]]], name: str,
+                 shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """float32 mean and std of channel `name` repeated over the frames of `shape` (T, F), flat."""
+    s = stats[name]
+    mean = np.asarray(s["mean"], dtype=np.float32)
+    std = np.asarray(s["std"], dtype=np.float32)
+    reps = math.prod(shape[:-1]) if len(shape) > 1 else 1
+    return np.tile(mean, reps), np.tile(std, reps)
 
 
 # --------------------------------------------------------------------------------------
