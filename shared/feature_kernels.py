@@ -43,19 +43,26 @@ def window_frames(x: np.ndarray, start: int, step: int, win: np.ndarray, out: np
 
 
 @njit(nogil=True, cache=True)
+def _pair_magnitudes(pairs: np.ndarray, out: np.ndarray, count: int) -> None:
+    """out[j] = sqrt(re^2 + im^2) in double of the float32-rounded (re, im) = pairs[2j],
+    pairs[2j + 1], j < count: the plugins' magnitude. Stored into a float64 `out` it is
+    qm-mfcc's; into a float32 `out` it is rounded once, as bbc-spectral-contrast's
+    abs(complex<float>) (glibc's cabsf) gives it."""
+    for j in range(count):
+        re = np.float64(np.float32(pairs[2 * j]))
+        im = np.float64(np.float32(pairs[2 * j + 1]))
+        out[j] = math.sqrt(re * re + im * im)
+
+
+@njit(nogil=True, cache=True)
 def mfcc_magnitudes(pairs: np.ndarray, off: int, lo: int, hi: int, out: np.ndarray) -> None:
-    """qm-mfcc's magnitudes sqrt(re^2 + im^2) in double of the float32 (re, im) the host
-    passes, for bins lo .. hi-1; bin j's (re, im) are pairs[r, off + 2*(j-1) + (0, 1)]."""
+    """qm-mfcc's magnitudes, double, of bins lo .. hi-1; bin j's (re, im) are
+    pairs[r, off + 2*(j-1) + (0, 1)]."""
     n = out.shape[0]
     if out.shape[1] < hi - lo or pairs.shape[1] < off + 2 * (hi - 1):
         raise ValueError("mfcc_magnitudes: arrays too small for these bins")
     for r in range(n):
-        row = pairs[r, off + 2 * (lo - 1) :]
-        o = out[r]
-        for j in range(hi - lo):
-            re = np.float64(np.float32(row[2 * j]))
-            im = np.float64(np.float32(row[2 * j + 1]))
-            o[j] = math.sqrt(re * re + im * im)
+        _pair_magnitudes(pairs[r, off + 2 * (lo - 1) :], out[r], hi - lo)
 
 
 TILE = 16  # frames whose magnitudes are transposed together
@@ -99,14 +106,9 @@ def contrast_frames(pairs: np.ndarray, off: int, dc: np.ndarray, band_start: np.
         nt = min(TILE, n - r0)
         for t in range(nt):
             r = r0 + t
-            row = pairs[r, off:]
             m = tile[t]
             m[0] = abs(np.float32(dc[r]))  # DC: real
-            rest = m[1:]
-            for j in range(half - 1):
-                re = np.float64(np.float32(row[2 * j]))
-                im = np.float64(np.float32(row[2 * j + 1]))
-                rest[j] = np.float32(math.sqrt(re * re + im * im))
+            _pair_magnitudes(pairs[r, off:], m[1:], half - 1)
         for j in range(half):
             dst = mag_t[j, r0 : r0 + nt]
             for t in range(nt):
