@@ -10,9 +10,8 @@ In one run, on this machine, with the same TensorFlow thread limits everywhere:
    Also the time of one batch of --batch chunks (the "one batch time" of the latency goal).
 2. **Service, sustained**: --chunks feature messages (songs of 7 chunks, real features of
    generated audio, keyed by song id) are produced to a fresh topic of a real broker
-   (GENRE_KAFKA_BOOTSTRAP if it answers, else a LocalBroker in a temporary folder) and
-   read once (the broker's JIT warm-up) before the classifier starts; then
-   `python -m services.classifier` drains them. Throughput is
+   (GENRE_KAFKA_BOOTSTRAP if it answers, else a LocalBroker in a temporary folder) before
+   the classifier starts; then `python -m services.classifier` drains them. Throughput is
    taken from the CreateTime stamps of its prediction records, over the last 95 % of them
    (the first 5 % are warm-up: group join, first fetches). Goal: >= 0.8 x the ceiling.
 3. **Light load**: with the service idle, --light chunks are produced one at a time at
@@ -192,18 +191,13 @@ def main() -> int:
             lambda song, index, last, k: features_message(song, index, last, bank[k % len(bank)], art.spec.id))
         mb = n * len(features_message("x" * 13, 0, False, bank[0], art.spec.id)) / 1e6
         print(f"pre-produced {n} feature messages ({mb:.0f} MB) in {produce_s:.1f} s")
-        warm_s = harness.warm_broker(settings, settings.topic_features, n, timeout=120)
-        print(f"broker warmed: the records read once by a group-less reader in {warm_s:.1f} s "
-              "(a fresh JVM compiles its fetch path on the first read)")
         proc = harness.start_service("classifier", env, log)
         producer = kafka_io.make_producer(settings)  # for the light-load phase
         pids = harness.process_pids("classifier", proc, broker, "bench (this process, reading predictions)")
         sampler = harness.CpuSampler(pids).start()
         preds = harness.read_all(settings, settings.topic_predictions, n, timeout=600 + n / 10)
         sampler.stop()
-        ts = np.sort(np.array([r.timestamp for r in preds[:n]], dtype=np.float64)) / 1000.0
-        k0 = int(0.05 * n)
-        sustained = (n - 1 - k0) / max(1e-9, ts[-1] - ts[k0])
+        ts, k0, sustained = harness.sustained_window(preds, n)
         whole = n / max(1e-9, ts[-1] - ts[0])
         songs = -(-n // harness.SONG_CHUNKS)
         verdicts = harness.read_all(settings, settings.topic_verdicts, songs, timeout=120)

@@ -42,7 +42,6 @@ def main() -> int:
     args = ap.parse_args()
 
     os.environ.update(harness.thread_env(1))
-    import numpy as np
     from threadpoolctl import threadpool_limits
 
     from shared.featurespec import DEFAULT_SPEC
@@ -85,9 +84,7 @@ def main() -> int:
         bad = [f.error for f in (decode(r.value, Features) for r in feats[:n]) if f.error]
         if bad:
             raise SystemExit(f"{len(bad)} features records carry errors, e.g. {bad[0]}")
-        ts = np.sort(np.array([r.timestamp for r in feats[:n]], dtype=np.float64)) / 1000.0
-        k0 = int(0.05 * n)
-        sustained = (n - 1 - k0) / max(1e-9, ts[-1] - ts[k0])
+        ts, k0, sustained = harness.sustained_window(feats, n)
         print(f"service sustained {n} chunks from Kafka: {sustained:7.1f} chunks/s "
               f"(first to last features record over {ts[-1] - ts[0]:.1f} s)")
         print(f"ratio service / compute alone: {sustained / compute:.2f}")

@@ -97,25 +97,6 @@ def read_all(settings: Settings, topic: str, want: int, timeout: float) -> list:
     raise SystemExit(f"timed out: {len(out)} of {want} records on {topic}")
 
 
-def warm_broker(settings: Settings, topic: str, want: int, timeout: float) -> float:
-    """Read `topic` once with a group-less reader (records dropped as they come) and return
-    the seconds it took. A LocalBroker is a fresh JVM: the first pass over its fetch path
-    also pays for the JIT compiling it (measured: 0.18 ms of broker CPU per 125-KB record on
-    the first read, 0.06 on the next), which a long-running production broker does not."""
-    from shared import kafka_io
-
-    consumer = kafka_io.make_reader(settings, topic)
-    got = 0
-    t0 = time.monotonic()
-    try:
-        while got < want and time.monotonic() - t0 < timeout:
-            for records in consumer.poll(timeout_ms=500, max_records=5000).values():
-                got += len(records)
-    finally:
-        consumer.close()
-    return time.monotonic() - t0
-
-
 class CpuSampler:
     """CPU seconds (user + system) of some processes, sampled every 50 ms on a thread, so
     that the CPU each one spent inside a time window can be read afterwards."""
@@ -161,12 +142,23 @@ class CpuSampler:
 
 
 def process_pids(service: str, proc: Any, broker: Any, me: str) -> dict[str, int]:
-    """The service's process, this process (named `me`) and a LocalBroker's JVM, if any."""
-    pids = {service: proc.pid, me: os.getpid()}
+    """The service's process (none when `proc` is None), this process (named `me`) and a
+    LocalBroker's JVM, if any."""
+    pids = {me: os.getpid()} if proc is None else {service: proc.pid, me: os.getpid()}
     broker_proc = getattr(broker, "_proc", None)
     if broker_proc is not None:
         pids["broker"] = broker_proc.pid
     return pids
+
+
+def sustained_window(records: list, n: int) -> tuple[Any, int, float]:
+    """(sorted CreateTimes in s, index k0 where the measured window starts, records/s in
+    it) of the first n records: the first 5 % are warm-up (group join, first fetches)."""
+    import numpy as np
+
+    ts = np.sort(np.array([r.timestamp for r in records[:n]], dtype=np.float64)) / 1000.0
+    k0 = int(0.05 * n)
+    return ts, k0, (n - 1 - k0) / max(1e-9, ts[-1] - ts[k0])
 
 
 def cpu_line(sampler: CpuSampler, t0: float, t1: float, chunks: int, ceiling: float, ceiling_name: str) -> str:

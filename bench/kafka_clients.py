@@ -19,7 +19,6 @@ runtime dependency.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -106,10 +105,10 @@ def main() -> int:
             clients: dict[str, Callable[[Any, str, int], int]] = {"kafka-python": drain_kafka_python}
             if confluent_kafka:
                 clients["librdkafka"] = drain_librdkafka
-            pids = harness.process_pids("bench", type("P", (), {"pid": os.getpid()})(), broker, "this process")
+            pids = harness.process_pids("", None, broker, "this process")
             for r in range(args.rounds):
                 for name, drain in clients.items():
-                    sampler = harness.CpuSampler({k: v for k, v in pids.items() if k != "bench"}).start()
+                    sampler = harness.CpuSampler(pids).start()
                     t0 = time.time()
                     got = drain(settings, topic, n)
                     t1 = time.time()
