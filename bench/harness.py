@@ -4,6 +4,7 @@ reading a topic to a count, and the CPU each process spends in a time window."""
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -97,12 +98,48 @@ def read_all(settings: Settings, topic: str, want: int, timeout: float) -> list:
     raise SystemExit(f"timed out: {len(out)} of {want} records on {topic}")
 
 
+def wait_until_written(settings: Settings, topic: str, want: int, timeout: float) -> None:
+    """Return once `topic` holds at least `want` records. Only the end offsets are asked
+    for, a few small requests a second: reading the records meanwhile would cost this
+    process ~0.05 ms of CPU per chunk, taken from the service it measures."""
+    from shared import kafka_io
+
+    consumer = kafka_io.make_reader(settings, topic)
+    deadline = time.monotonic() + timeout
+    try:
+        parts = list(consumer.assignment())
+        while (have := sum(consumer.end_offsets(parts).values())) < want:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"timed out: {have} of {want} records on {topic}")
+            time.sleep(0.2)
+    finally:
+        consumer.close()
+
+
+def _comm(pid: int, tid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/comm") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+"""HotSpot's JIT compiler threads (their names as /proc shows them: 15 characters)."""
+
+
 class CpuSampler:
     """CPU seconds (user + system) of some processes, sampled every 50 ms on a thread, so
-    that the CPU each one spent inside a time window can be read afterwards."""
+    that the CPU each one spent inside a time window can be read afterwards.
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    `threads` names parts of a process: (pid, thread-name prefixes), e.g. a JVM's JIT
+    compiler threads; they are reported beside, not added to, the processes' figures."""
+
+    def __init__(self, pids: dict[str, int], threads: dict[str, tuple[int, tuple[str, ...]]] | None = None) -> None:
         self.pids = pids
+        self.threads = threads or {}
+        self._tids: dict[tuple[int, tuple[str, ...]], tuple[list[str], float]] = {}
+        self._last: dict[tuple[int, tuple[str, ...]], dict[str, int]] = {}
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -116,10 +153,34 @@ class CpuSampler:
         except (OSError, IndexError, ValueError):
             return None
 
+    def _thread_cpu(self, pid: int, prefixes: tuple[str, ...]) -> float | None:
+        """CPU seconds of pid's threads named prefixes*, including those that ended (their
+        last reading is kept); the thread list is read again once a second, not every 50 ms
+        (a JVM has ~100 threads)."""
+        key = (pid, prefixes)
+        tids, scanned = self._tids.get(key, ([], 0.0))
+        if time.monotonic() - scanned > 1.0:
+            try:
+                tids = [t for t in os.listdir(f"/proc/{pid}/task") if _comm(pid, t).startswith(prefixes)]
+            except OSError:
+                return None
+            self._tids[key] = (tids, time.monotonic())
+        last = self._last.setdefault(key, {})
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                    fields_ = fh.read().rsplit(")", 1)[1].split()
+                last[tid] = int(fields_[11]) + int(fields_[12])
+            except (OSError, IndexError, ValueError):
+                continue  # ended: its last reading stays
+        return sum(last.values()) / self._tick
+
     def _run(self) -> None:
         while not self._stop.is_set():
             now = time.time()
             snap = {name: c for name, pid in self.pids.items() if (c := self._cpu(pid)) is not None}
+            snap.update({name: c for name, (pid, prefixes) in self.threads.items()
+                         if (c := self._thread_cpu(pid, prefixes)) is not None})
             self.samples.append((now, snap))
             self._stop.wait(0.05)
 
@@ -151,14 +212,21 @@ def process_pids(service: str, proc: Any, broker: Any, me: str) -> dict[str, int
     return pids
 
 
-def sustained_window(records: list, n: int) -> tuple[Any, int, float]:
+def broker_jit(broker: Any) -> dict[str, tuple[int, tuple[str, ...]]]:
+    """A LocalBroker's JIT compiler threads, for CpuSampler(threads=...)."""
+    broker_proc = getattr(broker, "_proc", None)
+    return {} if broker_proc is None else {"broker JIT compiler": (broker_proc.pid, JIT_THREADS)}
+
+
+def sustained_window(records: list, n: int, skip: int = 0, end: int | None = None) -> tuple[Any, int, float]:
     """(sorted CreateTimes in s, index k0 where the measured window starts, records/s in
-    it) of the first n records: the first 5 % are warm-up (group join, first fetches)."""
+    it) of the first n records, in CreateTime order. The window is records skip..end
+    (default: to n); without a skip, the first 5 % are warm-up (group join, first fetches)."""
     import numpy as np
 
-    ts = np.sort(np.array([r.timestamp for r in records[:n]], dtype=np.float64)) / 1000.0
-    k0 = int(0.05 * n)
-    return ts, k0, (n - 1 - k0) / max(1e-9, ts[-1] - ts[k0])
+    ts = np.sort(np.array([r.timestamp for r in records[:n]], dtype=np.float64))[:end] / 1000.0
+    k0 = max(0, skip - 1) if skip else int(0.05 * len(ts))
+    return ts, k0, (len(ts) - 1 - k0) / max(1e-9, ts[-1] - ts[k0])
 
 
 def cpu_line(sampler: CpuSampler, t0: float, t1: float, chunks: int, ceiling: float, ceiling_name: str) -> str:
@@ -168,6 +236,9 @@ def cpu_line(sampler: CpuSampler, t0: float, t1: float, chunks: int, ceiling: fl
     if not known or chunks <= 0:
         return "CPU per chunk: not measured (no /proc samples)"
     parts = ", ".join(f"{k} {1000 * v / chunks:.2f}" for k, v in known.items())
+    within = {k: v for k in sampler.threads if (v := sampler.used(k, t0, t1)) is not None}
+    if within:
+        parts += " (" + ", ".join(f"of which {k} {1000 * v / chunks:.2f}" for k, v in within.items()) + ")"
     total_ms = 1000 * sum(known.values()) / chunks
     cpus = os.cpu_count() or 1
     return (f"CPU per chunk in that window (ms): {parts}; {ceiling_name} {1000 / ceiling:.2f}; together "
@@ -175,12 +246,8 @@ def cpu_line(sampler: CpuSampler, t0: float, t1: float, chunks: int, ceiling: fl
             f"({1000 * cpus / total_ms / ceiling:.2f} of the ceiling), however well the work overlaps")
 
 
-def tear_down(proc: Any, settings: Settings, broker: Any) -> None:
-    """Stop the service, delete the bench topics, stop a LocalBroker."""
+def stop_service(proc: Any) -> None:
     import subprocess
-
-    from shared import kafka_io
-    from shared.topics import topic_specs
 
     if proc is not None:
         proc.terminate()
@@ -188,6 +255,14 @@ def tear_down(proc: Any, settings: Settings, broker: Any) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def tear_down(proc: Any, settings: Settings, broker: Any) -> None:
+    """Stop the service, delete the bench topics, stop a LocalBroker (None: keep it)."""
+    from shared import kafka_io
+    from shared.topics import topic_specs
+
+    stop_service(proc)
     try:
         admin = kafka_io.make_admin(settings)
         admin.delete_topics([s.name for s in topic_specs(settings)], timeout_ms=20_000)
@@ -196,3 +271,5 @@ def tear_down(proc: Any, settings: Settings, broker: Any) -> None:
         print(f"(could not delete the bench topics: {exc})")
     if broker is not None:
         broker.stop(grace=20)
+        # The bench's own broker: its logs hold everything pre-produced (GBs); keep only broker.log.
+        shutil.rmtree(broker.log_dirs, ignore_errors=True)

@@ -83,6 +83,10 @@ class Settings:
     """Classifier: how often the model folder is checked for a new artifact (hot reload)."""
     classifier_stale_song_s: float = field(default=900.0, metadata={"env": "GENRE_CLASSIFIER_STALE_SONG_S"})
     """Classifier: a song with no new chunk for this long gets an error verdict (a chunk was lost)."""
+    classifier_io_nice: int = field(default=10, metadata={"env": "GENRE_CLASSIFIER_IO_NICE"})
+    """Classifier: nice value added, after the model is loaded, to every thread but
+    TensorFlow's compute threads, so that the Kafka and batching threads yield the CPU to
+    inference when CPUs are contended (shared/thread_priority.py); 0 leaves it alone."""
     poll_timeout_ms: int = field(default=500, metadata={"env": "GENRE_POLL_TIMEOUT_MS"})
     session_timeout_ms: int = field(default=10_000, metadata={"env": "GENRE_SESSION_TIMEOUT_MS"})
     """How soon a dead consumer's partitions move to a live one (heartbeats every third of it)."""
