@@ -246,8 +246,12 @@ def cpu_line(sampler: CpuSampler, t0: float, t1: float, chunks: int, ceiling: fl
             f"({1000 * cpus / total_ms / ceiling:.2f} of the ceiling), however well the work overlaps")
 
 
-def stop_service(proc: Any) -> None:
+def tear_down(proc: Any, settings: Settings, broker: Any) -> None:
+    """Stop the service, delete the bench topics, stop a LocalBroker and delete its logs."""
     import subprocess
+
+    from shared import kafka_io
+    from shared.topics import topic_specs
 
     if proc is not None:
         proc.terminate()
@@ -255,14 +259,6 @@ def stop_service(proc: Any) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-def tear_down(proc: Any, settings: Settings, broker: Any) -> None:
-    """Stop the service, delete the bench topics, stop a LocalBroker (None: keep it)."""
-    from shared import kafka_io
-    from shared.topics import topic_specs
-
-    stop_service(proc)
     try:
         admin = kafka_io.make_admin(settings)
         admin.delete_topics([s.name for s in topic_specs(settings)], timeout_ms=20_000)

@@ -28,17 +28,19 @@ TENSORFLOW_THREADS = ("tf_",)
 MAX_NICE = 19
 
 
-def lower_other_threads(increment: int, spare: tuple[str, ...] = TENSORFLOW_THREADS,
-                        task_dir: Path = Path("/proc/self/task")) -> int:
+TASK_DIR = Path("/proc/self/task")
+
+
+def lower_other_threads(increment: int, spare: tuple[str, ...] = TENSORFLOW_THREADS) -> int:
     """Add `increment` to the nice value of every thread of this process whose name does
     not start with one of `spare`; returns how many threads were changed."""
     if increment <= 0:
         return 0
-    if not task_dir.is_dir() or not hasattr(os, "setpriority"):
+    if not TASK_DIR.is_dir() or not hasattr(os, "setpriority"):
         logger.info("per-thread priorities are not available here: left as they are")
         return 0
     changed = 0
-    for entry in sorted(task_dir.iterdir()):
+    for entry in sorted(TASK_DIR.iterdir()):
         try:
             name = (entry / "comm").read_text().strip()
             if name.startswith(spare):
