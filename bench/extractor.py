@@ -78,9 +78,11 @@ def main() -> int:
                                                produced_at=now()).encode())
         print(f"pre-produced {n} chunk messages ({n * size * 4 / 1e6:.0f} MB of PCM) in {produce_s:.1f} s")
         proc = harness.start_service("extractor", env, log)
-        sampler = harness.CpuSampler(harness.process_pids("extractor", proc, broker, "bench (this process, reading features)")).start()
-        feats = harness.read_all(settings, settings.topic_features, n, timeout=600 + n)
+        sampler = harness.CpuSampler(harness.process_pids("extractor", proc, broker, "bench (this process, waiting)"),
+                                     harness.broker_jit(broker)).start()
+        harness.wait_until_written(settings, settings.topic_features, n, timeout=600 + n)
         sampler.stop()
+        feats = harness.read_all(settings, settings.topic_features, n, timeout=120)
         bad = [f.error for f in (decode(r.value, Features) for r in feats[:n]) if f.error]
         if bad:
             raise SystemExit(f"{len(bad)} features records carry errors, e.g. {bad[0]}")
