@@ -22,8 +22,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-TENSORFLOW_THREADS = ("tf_",)
-"""Name prefixes of TensorFlow's own pool threads (tf_Compute, tf_graph_runner, ...)."""
+COMPUTE_THREADS = ("tf_", "cuda")
+"""Name prefixes of TensorFlow's own pool threads (tf_Compute, tf_graph_runner, ...) and,
+on a GPU, of the CUDA driver's threads (cuda-EvtHandlr), whose callbacks end each batch."""
 
 MAX_NICE = 19
 
@@ -31,7 +32,7 @@ MAX_NICE = 19
 TASK_DIR = Path("/proc/self/task")
 
 
-def lower_other_threads(increment: int, spare: tuple[str, ...] = TENSORFLOW_THREADS) -> int:
+def lower_other_threads(increment: int, spare: tuple[str, ...] = COMPUTE_THREADS) -> int:
     """Add `increment` to the nice value of every thread of this process whose name does
     not start with one of `spare`; returns how many threads were changed."""
     if increment <= 0:

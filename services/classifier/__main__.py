@@ -16,7 +16,7 @@ from shared.metrics import ServiceMetrics
 from shared.model import ModelLoadError
 from shared.service import StartupError, StopFlag, run_service
 from shared.settings import Settings
-from shared.thread_priority import TENSORFLOW_THREADS, lower_other_threads
+from shared.thread_priority import COMPUTE_THREADS, lower_other_threads
 
 logger = logging.getLogger("services.classifier")
 SERVICE = "classifier"
@@ -37,9 +37,9 @@ def build(settings: Settings, metrics: ServiceMetrics, stop: StopFlag) -> Classi
         loop = ClassifierLoop(settings, metrics, stop=stop)
     except ModelLoadError as exc:
         raise StartupError(f"{exc} (GENRE_MODEL_PATH={settings.model_path})") from None
-    # The model is loaded and warmed up, so TensorFlow's pool threads exist; the Kafka
+    # The model is loaded and warmed up, so TensorFlow's (and CUDA's) threads exist; the Kafka
     # clients and the inference worker start later and inherit the poll thread's value.
-    changed = lower_other_threads(settings.classifier_io_nice, TENSORFLOW_THREADS)
+    changed = lower_other_threads(settings.classifier_io_nice, COMPUTE_THREADS)
     if changed:
         logger.info("threads other than TensorFlow's run at nice +%d (GENRE_CLASSIFIER_IO_NICE)",
                     settings.classifier_io_nice)
