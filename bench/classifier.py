@@ -1,7 +1,7 @@
 """The classifier service's sustained throughput against offline predict, and its latency.
 
     python bench/classifier.py [--chunks 4000] [--warmup 16000] [--model models/default] [--threads 1]
-                               [--batch 64] [--wait-ms 50] [--light 200] [--light-rate 20]
+                               [--batch 128] [--wait-ms 50] [--light 200] [--light-rate 20]
 
 In one run, on this machine, with the same TensorFlow thread limits everywhere:
 
@@ -154,7 +154,7 @@ def main() -> int:
     ap.add_argument("--arch", default=None, help="without a model: train the synthetic data with this architecture "
                     "(default: tiny, as the tests do)")
     ap.add_argument("--threads", type=int, default=1, help="TensorFlow/BLAS threads, offline and in the service")
-    ap.add_argument("--batch", type=int, default=64, help="GENRE_BATCH_MAX_SIZE")
+    ap.add_argument("--batch", type=int, default=None, help="GENRE_BATCH_MAX_SIZE (default: the service's default)")
     ap.add_argument("--wait-ms", type=float, default=50.0, help="GENRE_BATCH_MAX_WAIT_MS")
     ap.add_argument("--offline-batch", type=int, default=512, help="the large batch of the offline ceiling")
     ap.add_argument("--light", type=int, default=200, help="chunks for the light-load latency")
@@ -165,6 +165,10 @@ def main() -> int:
     args = ap.parse_args()
 
     os.environ.update(harness.thread_env(args.threads))  # before TensorFlow is imported
+    if args.batch is None:
+        from shared.settings import Settings
+
+        args.batch = Settings().batch_max_size
     import numpy as np
 
     from shared import kafka_io
