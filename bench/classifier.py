@@ -211,9 +211,9 @@ def main() -> int:
         ts, k0, sustained = harness.sustained_window(preds, total, skip=w)
         if w:
             warm_ts, warm_k0, warm_rate = harness.sustained_window(preds, total, skip=0, end=w)
+            warm_cpu = harness.cpu_parts(sampler, warm_ts[warm_k0], warm_ts[-1], w - 1 - warm_k0)
             print(f"warm-up, the first {w} chunks: {warm_rate:8.1f} chunks/s ({warm_rate / ceiling:.2f} of the ceiling); "
-                  + harness.cpu_line(sampler, warm_ts[warm_k0], warm_ts[-1], w - 1 - warm_k0, ceiling,
-                                     "").split(";")[0])
+                  + (harness.NOT_MEASURED if warm_cpu is None else f"CPU per chunk in that window (ms): {warm_cpu[0]}"))
         songs = -(-total // harness.SONG_CHUNKS)
         verdicts = harness.read_all(settings, settings.topic_verdicts, songs, timeout=120)
         assert len({decode(r.value, Verdict).song_id for r in verdicts}) == songs

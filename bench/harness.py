@@ -116,6 +116,16 @@ def wait_until_written(settings: Settings, topic: str, want: int, timeout: float
         consumer.close()
 
 
+def _stat_ticks(path: str) -> int | None:
+    """User + system clock ticks from a /proc .../stat file (None if it is gone)."""
+    try:
+        with open(path) as fh:
+            fields_ = fh.read().rsplit(")", 1)[1].split()
+        return int(fields_[11]) + int(fields_[12])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _comm(pid: int, tid: str) -> str:
     try:
         with open(f"/proc/{pid}/task/{tid}/comm") as fh:
@@ -146,12 +156,8 @@ class CpuSampler:
         self._tick = os.sysconf("SC_CLK_TCK")
 
     def _cpu(self, pid: int) -> float | None:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields_ = fh.read().rsplit(")", 1)[1].split()
-            return (int(fields_[11]) + int(fields_[12])) / self._tick
-        except (OSError, IndexError, ValueError):
-            return None
+        ticks = _stat_ticks(f"/proc/{pid}/stat")
+        return None if ticks is None else ticks / self._tick
 
     def _thread_cpu(self, pid: int, prefixes: tuple[str, ...]) -> float | None:
         """CPU seconds of pid's threads named prefixes*, including those that ended (their
@@ -167,12 +173,9 @@ class CpuSampler:
             self._tids[key] = (tids, time.monotonic())
         last = self._last.setdefault(key, {})
         for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat") as fh:
-                    fields_ = fh.read().rsplit(")", 1)[1].split()
-                last[tid] = int(fields_[11]) + int(fields_[12])
-            except (OSError, IndexError, ValueError):
-                continue  # ended: its last reading stays
+            ticks = _stat_ticks(f"/proc/{pid}/task/{tid}/stat")
+            if ticks is not None:  # None: ended, its last reading stays
+                last[tid] = ticks
         return sum(last.values()) / self._tick
 
     def _run(self) -> None:
@@ -229,17 +232,29 @@ def sustained_window(records: list, n: int, skip: int = 0, end: int | None = Non
     return ts, k0, (len(ts) - 1 - k0) / max(1e-9, ts[-1] - ts[k0])
 
 
-def cpu_line(sampler: CpuSampler, t0: float, t1: float, chunks: int, ceiling: float, ceiling_name: str) -> str:
-    """CPU per chunk of each process in [t0, t1], and the rate the machine's CPUs allow at
-    those costs, however well the work overlaps."""
+NOT_MEASURED = "CPU per chunk: not measured (no /proc samples)"
+
+
+def cpu_parts(sampler: CpuSampler, t0: float, t1: float, chunks: int) -> tuple[str, float] | None:
+    """("name ms, ..." per process, with its named threads beside), total ms) of the CPU per
+    chunk in [t0, t1]; None without samples."""
     known = {k: v for k in sampler.pids if (v := sampler.used(k, t0, t1)) is not None}
     if not known or chunks <= 0:
-        return "CPU per chunk: not measured (no /proc samples)"
+        return None
     parts = ", ".join(f"{k} {1000 * v / chunks:.2f}" for k, v in known.items())
     within = {k: v for k in sampler.threads if (v := sampler.used(k, t0, t1)) is not None}
     if within:
         parts += " (" + ", ".join(f"of which {k} {1000 * v / chunks:.2f}" for k, v in within.items()) + ")"
-    total_ms = 1000 * sum(known.values()) / chunks
+    return parts, 1000 * sum(known.values()) / chunks
+
+
+def cpu_line(sampler: CpuSampler, t0: float, t1: float, chunks: int, ceiling: float, ceiling_name: str) -> str:
+    """CPU per chunk of each process in [t0, t1], and the rate the machine's CPUs allow at
+    those costs, however well the work overlaps."""
+    got = cpu_parts(sampler, t0, t1, chunks)
+    if got is None:
+        return NOT_MEASURED
+    parts, total_ms = got
     cpus = os.cpu_count() or 1
     return (f"CPU per chunk in that window (ms): {parts}; {ceiling_name} {1000 / ceiling:.2f}; together "
             f"{total_ms:.2f} ms: at these costs {cpus} CPUs allow at most {1000 * cpus / total_ms:.0f} chunks/s "

@@ -27,8 +27,6 @@ COMPUTE_THREADS = ("tf_", "cuda")
 on a GPU, of the CUDA driver's threads (cuda-EvtHandlr), whose callbacks end each batch."""
 
 MAX_NICE = 19
-
-
 TASK_DIR = Path("/proc/self/task")
 
 

@@ -28,6 +28,7 @@ from shared.featurespec import DEFAULT_SPEC, ChunkFeatures
 from shared.model import ModelArtifact
 from shared.schemas import Features, Prediction, Verdict, decode, now
 from shared.settings import Settings
+from shared.thread_priority import COMPUTE_THREADS
 from shared.verdicts import ok_verdict
 from tests.fixtures.audio import SR, make_song
 from tests.fixtures.services import Pipeline, ServiceProcess
@@ -245,15 +246,15 @@ def committed_offset(settings, partition: int) -> int | None:  # noqa: ANN001
 
 
 def thread_nices(pid: int) -> dict[str, set[int]]:
-    """Nice values of a process's threads: TensorFlow's (named tf_*) and the others."""
-    out: dict[str, set[int]] = {"tensorflow": set(), "other": set()}
+    """Nice values of a process's threads: TensorFlow's and CUDA's (spared) and the others."""
+    out: dict[str, set[int]] = {"spared": set(), "other": set()}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text()
             nice = int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
         except (OSError, IndexError, ValueError):
             continue
-        out["tensorflow" if name.startswith("tf_") else "other"].add(nice)
+        out["spared" if name.startswith(COMPUTE_THREADS) else "other"].add(nice)
     return out
 
 
@@ -291,7 +292,7 @@ def test_model_swap_mid_stream(kafka_settings, synthetic_model, chunk_bank, tmp_
     # TensorFlow's compute threads keep their priority through a session and a model
     # reload; every other thread (Kafka clients, poll loop, worker, loader) yields to them.
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    assert nices["tensorflow"] == {base}
+    assert nices["spared"] == {base}
     assert nices["other"] == {min(19, base + Settings().classifier_io_nice)}
     for s in before:
         assert [v.model_version for v in grouped[s.song_id]] == [v1]
