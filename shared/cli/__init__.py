@@ -19,7 +19,9 @@ EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
 
 # Each module exposes register(subparsers) and sets `func` on its parser.
-SUBCOMMAND_MODULES = ("classify", "produce", "results", "broker", "extract", "dataset", "train", "evaluate", "topics")
+SUBCOMMAND_MODULES = (
+    "classify", "produce", "results", "broker", "extract", "dataset", "train", "evaluate", "crossval", "topics",
+)
 
 
 class CliError(Exception):

@@ -57,3 +57,26 @@ def test_split_train_evaluate(synth_collection, tmp_path, monkeypatch, capsys):
     # second run: features come from the cache
     cached = list((tmp_path / "cache").rglob("*.npz"))
     assert len(cached) >= 20
+
+
+def test_crossval_scores_every_song_by_artist(synth_collection, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GENRE_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "cv"
+    assert main(["crossval", str(synth_collection), "--folds", "3", "--arch", "tiny", "--epochs", "30",
+                 "--test-chunks", "1", "--jobs", "1", "--threads", "1", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["folds"] == 3 and list(report["models"]) == ["tiny", "baseline"]
+    tiny = report["models"]["tiny"]
+    # 20 songs, each scored once on its first chunk; 10 artists (from the file names), each in one fold
+    assert tiny["songs"] == 20 and report["models"]["baseline"]["songs"] == 20
+    assert sum(row["songs"] for row in report["per_fold"]) == 20
+    assert sum(row["groups"] for row in report["per_fold"]) == 10
+    assert all(row["train_songs"] + row["songs"] == 20 for row in report["per_fold"])
+    assert tiny["song_accuracy"] >= 0.9 and tiny["chunk_accuracy"] == tiny["song_accuracy"]
+    assert report["gains"]["tiny-baseline"]["fold_differences"] == [
+        round(row["song_accuracy"]["tiny"] - row["song_accuracy"]["baseline"], 4) for row in report["per_fold"]]
+    assert json.loads((out / "crossval.json").read_text())["models"]["tiny"]["songs"] == 20
+    assert (out / "confusion.png").stat().st_size > 1000
+    # too many folds for the groups: a usage error that says what to do
+    assert main(["crossval", str(synth_collection), "--folds", "50", "--arch", "tiny", "--jobs", "1"]) == 2
+    assert "cannot fill 50 folds" in capsys.readouterr().err

@@ -1,0 +1,123 @@
+"""`genre crossval DATASET`: K-fold cross-validation by artist of architectures and the
+baseline, over all songs of a dataset (both sides of a split)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from shared.cli import EXIT_USAGE, CliError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from shared.model import ARCHES
+    from shared.training import DEFAULT_EPOCHS, DEFAULT_PATIENCE, DEFAULT_VALIDATION_FRACTION
+
+    p = subparsers.add_parser(
+        "crossval",
+        help="K-fold cross-validation by artist of architectures and the baseline over all songs",
+        description=(
+            "Pool every song of DATASET (DATASET/train and DATASET/test when both exist, else DATASET as "
+            "<genre>/*), split it into K folds with each artist in one fold and genres stratified, and for "
+            "each fold train every --arch as `genre train` does (same settings, early stopping on an artist-"
+            "disjoint validation split of the training side) and the classical baseline, then score the "
+            "held-out songs as `genre evaluate` does (song = mode of the chunk votes). Prints pooled and per-"
+            "fold song accuracy and the first arch's gain over each other model. On a small dataset this "
+            "is a steadier comparison than one test split."
+        ),
+    )
+    p.add_argument("dataset", help="dataset folder: a split (train/ and test/) or a <genre>/* tree")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--arch", dest="archs", action="append", choices=ARCHES, metavar="ARCH",
+                   help="architecture to cross-validate, repeatable; the first is compared with the others "
+                        f"(default: --arch default --arch seed; choices: {', '.join(ARCHES)})")
+    p.add_argument("--no-baseline", action="store_true", help="do not cross-validate the classical baseline")
+    p.add_argument("--test-chunks", type=int, default=0, metavar="N",
+                   help="score each held-out song on its first N chunks only (e.g. 3 = the first 90 s; default all)")
+    p.add_argument("--group-by", choices=("artist", "song"), default="artist",
+                   help="keep each artist's songs in one fold (default; the artist comes from --manifest, else from "
+                        "an 'artist-title' file name, else the song is its own group) or only each song's chunks")
+    p.add_argument("--manifest", help="CSV (path,genre,artist) naming artists (default: split.csv or manifest.csv "
+                                      "beside the songs)")
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"maximum epochs (default {DEFAULT_EPOCHS})")
+    p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE, help=f"early-stopping patience (default {DEFAULT_PATIENCE})")
+    p.add_argument("--validation-fraction", type=float, default=DEFAULT_VALIDATION_FRACTION,
+                   help=f"share of each genre's groups held out for early stopping (default {DEFAULT_VALIDATION_FRACTION})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the training (default 0)")
+    p.add_argument("--out", help="folder for crossval.json and confusion.png (the first arch, pooled over folds)")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="feature-extraction processes (default: all cores)")
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow threads (default 0: TensorFlow decides)")
+    p.add_argument("--backend", default="builtin", help="feature extractor backend: builtin or sonic-annotator")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.set_defaults(func=run)
+
+
+def _all_songs(args: argparse.Namespace):
+    """Chunks and groups of every song under the dataset, both sides of a split."""
+    from shared.cli.train import load_training_features
+    from shared.dataset import artist_from_name
+    from shared.evaluation import LabelledChunks
+
+    root = Path(args.dataset)
+    if not root.is_dir():
+        raise CliError(f"{root} is not a folder", EXIT_USAGE)
+    sides = [root / "train", root / "test"] if (root / "train").is_dir() and (root / "test").is_dir() else [root]
+    chunks, groups = LabelledChunks([], [], [], []), []
+    for side in sides:
+        c, g, _, _ = load_training_features(args, side)
+        chunks.features += c.features
+        chunks.labels += c.labels
+        chunks.songs += c.songs
+        chunks.n_samples += c.n_samples
+        groups += g
+    if args.group_by == "song":
+        return chunks, [f"song:{s}" for s in chunks.songs]
+    named = {s: artist_from_name(Path(s)) for s in set(chunks.songs)}
+    return chunks, [f"artist:{named[s]}" if g.startswith("song:") and named[s] else g for g, s in zip(groups, chunks.songs)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from shared.tf_import import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    from shared.cli.train import set_tf_threads
+    from shared.crossval import CrossValidationError, cross_validate, format_crossval
+    from shared.evaluation import plot_confusion
+
+    archs = args.archs or ["default", "seed"]
+    if args.test_chunks < 0:
+        raise CliError("--test-chunks must be 0 (all) or more", EXIT_USAGE)
+    chunks, groups = _all_songs(args)
+    set_tf_threads(args.threads)
+    n_songs = len(set(chunks.songs))
+    print(f"{n_songs} songs, {len(chunks)} chunks, {len(set(groups))} groups, {len(set(chunks.labels))} genres; "
+          f"{args.folds} folds x ({', '.join(archs)}{'' if args.no_baseline else ', baseline'})", file=sys.stderr)
+
+    def progress(k: int, row: dict) -> None:
+        accs = ", ".join(f"{n} {a:.3f}" for n, a in row["song_accuracy"].items())
+        print(f"fold {k + 1}/{args.folds}: {row['songs']} songs, {row['groups']} groups: {accs}", file=sys.stderr)
+
+    try:
+        report = cross_validate(
+            chunks, groups, folds=args.folds, archs=archs, with_baseline=not args.no_baseline,
+            test_chunks=args.test_chunks or None, seed=args.seed, on_fold=progress,
+            train_kwargs={"epochs": args.epochs, "patience": args.patience,
+                          "validation_fraction": args.validation_fraction},
+        )
+    except CrossValidationError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    report["dataset"] = str(args.dataset)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "crossval.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        first = report["models"][archs[0]]
+        plot_confusion(first["confusion"]["matrix"], first["confusion"]["labels"], out / "confusion.png",
+                       f"{archs[0]}, {args.folds}-fold by artist: song accuracy {first['song_accuracy']:.3f} "
+                       f"({first['songs']} songs)")
+    print(json.dumps(report, indent=2) if args.json else format_crossval(report))
+    return 0
