@@ -24,8 +24,9 @@ SERVICE = "classifier"
 
 def log_devices() -> None:
     from shared.model import device
+    from shared.tf_import import import_tensorflow_quietly
 
-    import tensorflow as tf
+    tf = import_tensorflow_quietly()  # also drops the retracing warning of hot reloads
 
     gpus = [g.name for g in tf.config.list_physical_devices("GPU")]
     logger.info("TensorFlow %s; GPUs visible: %s; inference on %s", tf.__version__, ", ".join(gpus) or "none", device())

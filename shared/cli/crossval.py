@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             chunks, groups, folds=args.folds, archs=archs, with_baseline=not args.no_baseline,
             test_chunks=args.test_chunks or None, seed=args.seed, on_fold=progress,
             train_kwargs={"epochs": args.epochs, "patience": args.patience,
-                          "validation_fraction": args.validation_fraction},
+                          "validation_fraction": args.validation_fraction, "progress": sys.stderr.isatty()},
         )
     except CrossValidationError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
