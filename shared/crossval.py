@@ -29,12 +29,14 @@ def group_folds(genres: Sequence[str], groups: Sequence[str], k: int, seed: int 
     from sklearn.model_selection import StratifiedGroupKFold
 
     genres, groups = np.asarray(genres), np.asarray(groups)
+    n_groups = len(set(groups))
     if k < 2:
         raise CrossValidationError(f"need at least 2 folds, got {k}")
-    if len(set(groups)) < k:
-        raise CrossValidationError(f"{len(set(groups))} groups cannot fill {k} folds; use --folds {max(2, len(set(groups)))} or fewer")
     if len(set(genres)) < 2:
-        raise CrossValidationError(f"need at least two genres, found {sorted(set(genres))}")
+        raise CrossValidationError(f"need at least two genres, found {sorted({str(g) for g in genres})}")
+    if n_groups < k:
+        hint = f"use --folds {n_groups} or fewer" if n_groups >= 2 else "add songs by other artists"
+        raise CrossValidationError(f"{n_groups} groups cannot fill {k} folds; {hint}")
     fold = np.full(len(genres), -1)
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     for i, (_, test) in enumerate(splitter.split(np.zeros(len(genres)), genres, groups)):

@@ -27,6 +27,10 @@ def test_group_folds_keep_groups_whole_spread_genres_and_repeat():
 def test_group_folds_refuse_what_cannot_be_split():
     with pytest.raises(CrossValidationError, match="3 groups cannot fill 5 folds"):
         group_folds(["a", "a", "b"], ["x", "y", "z"], 5)
+    with pytest.raises(CrossValidationError, match="use --folds 3 or fewer"):
+        group_folds(["a", "a", "b"], ["x", "y", "z"], 4)
+    with pytest.raises(CrossValidationError, match="1 groups cannot fill 2 folds; add songs by other artists"):
+        group_folds(["a", "b"], ["x", "x"], 2)
     with pytest.raises(CrossValidationError, match="two genres"):
         group_folds(["a"] * 4, list("wxyz"), 2)
     with pytest.raises(CrossValidationError, match="at least 2 folds"):
