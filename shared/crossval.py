@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from shared.evaluation import LabelledChunks, baseline, score
+from shared.evaluation import LabelledChunks, baseline, confusion, score
 
 BASELINE = "baseline"
 
@@ -89,7 +89,7 @@ def cross_validate(
     held_out = chunk_positions(chunks.songs) < (test_chunks if test_chunks else np.inf)
     names = list(archs) + ([BASELINE] if with_baseline else [])
     per_fold: list[dict[str, Any]] = []
-    pooled = {n: {"songs": 0, "songs_correct": 0, "chunks": 0, "chunks_correct": 0, "labels": [], "matrix": None} for n in names}
+    pooled = {n: {"chunks": 0, "chunks_correct": 0, "truth": [], "predicted": []} for n in names}
     t0 = time.perf_counter()
     for k in range(folds):
         tr_mask = chunk_fold != k
@@ -109,28 +109,14 @@ def cross_validate(
             row["song_accuracy"][name] = rep["song_accuracy"]
             row.setdefault("seconds", {})[name] = round(time.perf_counter() - t1, 1)
             acc = pooled[name]
-            acc["songs"] += rep["songs"]
-            acc["songs_correct"] += rep["songs_correct"]
             acc["chunks"] += rep["chunks"]
             acc["chunks_correct"] += int(round(rep["chunk_accuracy"] * rep["chunks"]))
-            acc["matrix"] = _add_confusion(acc, rep["confusion"])
+            acc["truth"] += [p["truth"] for p in rep["predictions"]]
+            acc["predicted"] += [p["predicted"] for p in rep["predictions"]]
         per_fold.append(row)
         if on_fold is not None:
             on_fold(k, row)
     return _report(per_fold, pooled, names, folds, seed, test_chunks, time.perf_counter() - t0)
-
-
-def _add_confusion(acc: dict, confusion: Mapping[str, Any]) -> list[list[int]]:
-    """Sum confusion matrices over folds, aligned on the genre names."""
-    labels = sorted(set(acc["labels"]) | set(confusion["labels"]))
-    out = np.zeros((len(labels), len(labels)), dtype=int)
-    for src_labels, matrix in ((acc["labels"], acc["matrix"]), (confusion["labels"], confusion["matrix"])):
-        if matrix is None:
-            continue
-        ix = [labels.index(lab) for lab in src_labels]
-        out[np.ix_(ix, ix)] += np.asarray(matrix, dtype=int)
-    acc["labels"] = labels
-    return out.tolist()
 
 
 def _report(per_fold: list[dict], pooled: dict, names: list[str], folds: int, seed: int,
@@ -139,15 +125,17 @@ def _report(per_fold: list[dict], pooled: dict, names: list[str], folds: int, se
     for name in names:
         acc = pooled[name]
         per = [row["song_accuracy"][name] for row in per_fold]
+        correct = sum(t == p for t, p in zip(acc["truth"], acc["predicted"]))
+        labels = sorted(set(acc["truth"]) | set(acc["predicted"]))
         models[name] = {
-            "song_accuracy": round(acc["songs_correct"] / max(acc["songs"], 1), 4),
+            "song_accuracy": round(correct / max(len(acc["truth"]), 1), 4),
             "chunk_accuracy": round(acc["chunks_correct"] / max(acc["chunks"], 1), 4),
-            "songs": acc["songs"],
-            "songs_correct": acc["songs_correct"],
+            "songs": len(acc["truth"]),
+            "songs_correct": correct,
             "fold_song_accuracy": per,
             "fold_mean": round(float(np.mean(per)), 4),
             "fold_std": round(float(np.std(per, ddof=1)) if len(per) > 1 else 0.0, 4),
-            "confusion": {"labels": acc["labels"], "matrix": acc["matrix"]},
+            "confusion": {"labels": labels, "matrix": confusion(acc["truth"], acc["predicted"], labels)},
         }
     gains = {}
     primary = names[0]
