@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -13,8 +12,8 @@ from shared.cli import EXIT_USAGE, CliError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from shared.cli.train import add_training_arguments
     from shared.model import ARCHES
-    from shared.training import DEFAULT_EPOCHS, DEFAULT_PATIENCE, DEFAULT_VALIDATION_FRACTION
 
     p = subparsers.add_parser(
         "crossval",
@@ -42,17 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "an 'artist-title' file name, else the song is its own group) or only each song's chunks")
     p.add_argument("--manifest", help="CSV (path,genre,artist) naming artists (default: split.csv or manifest.csv "
                                       "beside the songs)")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"maximum epochs (default {DEFAULT_EPOCHS})")
-    p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE, help=f"early-stopping patience (default {DEFAULT_PATIENCE})")
-    p.add_argument("--validation-fraction", type=float, default=DEFAULT_VALIDATION_FRACTION,
-                   help=f"share of each genre's groups held out for early stopping (default {DEFAULT_VALIDATION_FRACTION})")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and the training (default 0)")
     p.add_argument("--out", help="folder for crossval.json and confusion.png (the first arch, pooled over folds)")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="feature-extraction processes (default: all cores)")
-    p.add_argument("--threads", type=int, default=0, help="TensorFlow threads (default 0: TensorFlow decides)")
-    p.add_argument("--backend", default="builtin", help="feature extractor backend: builtin or sonic-annotator")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    add_training_arguments(p)
     p.set_defaults(func=run)
 
 

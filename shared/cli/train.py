@@ -16,7 +16,6 @@ logger = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from shared.model import ARCHES
-    from shared.training import DEFAULT_EPOCHS, DEFAULT_PATIENCE, DEFAULT_VALIDATION_FRACTION
 
     p = subparsers.add_parser(
         "train",
@@ -33,19 +32,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", choices=ARCHES, default="default",
                    help="network: default (= merged conv net, level-invariant inputs), merged, mfcc, contrast, "
                         "seed (the ancestor's Conv+LSTM model), tiny (for tests)")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"maximum epochs (default {DEFAULT_EPOCHS})")
-    p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE, help=f"early-stopping patience (default {DEFAULT_PATIENCE})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--validation-fraction", type=float, default=DEFAULT_VALIDATION_FRACTION,
-                   help=f"share of each genre's groups held out for early stopping (default {DEFAULT_VALIDATION_FRACTION})")
     p.add_argument("--manifest", help="CSV (path,genre,artist) naming artists, so validation is split by artist "
                                       "(default: DATASET/split.csv when present, else by song)")
     p.add_argument("--name", help="model name used in the version (default: the --out folder name)")
+    add_training_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that load_training_features and train_model read (train and crossval)."""
+    from shared.training import DEFAULT_EPOCHS, DEFAULT_PATIENCE, DEFAULT_VALIDATION_FRACTION
+
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"maximum epochs (default {DEFAULT_EPOCHS})")
+    p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE, help=f"early-stopping patience (default {DEFAULT_PATIENCE})")
+    p.add_argument("--validation-fraction", type=float, default=DEFAULT_VALIDATION_FRACTION,
+                   help=f"share of each genre's groups held out for early stopping (default {DEFAULT_VALIDATION_FRACTION})")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="feature-extraction processes (default: all cores)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow threads for training (default 0: TensorFlow decides)")
     p.add_argument("--backend", default="builtin", help="feature extractor backend: builtin or sonic-annotator")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.set_defaults(func=run)
 
 
 def set_tf_threads(threads: int) -> None:
