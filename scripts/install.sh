@@ -3,7 +3,7 @@
 #   system packages (ffmpeg), a virtualenv in .venv with the package and its dependencies.
 #   `--broker` adds Java and Maven for the local Kafka broker (`genre broker start`);
 #   `--test` adds those and what the test suite needs (fluidsynth, Prometheus,
-#   sonic-annotator's runtime libraries).
+#   sonic-annotator's runtime libraries, the musicnn weights the probe tool reads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +47,9 @@ fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 if [ "$WITH_TEST" = 1 ]; then
   .venv/bin/pip install -q -e ".[test]"
+  # Pre-trained musicnn weights for tools/pretrained_probe.py: only the checkpoint files
+  # are read, so skip the wheel's 2019 pins (numpy<1.17, librosa) and never import it.
+  .venv/bin/pip install -q --no-deps "musicnn==0.1.0"
 else
   .venv/bin/pip install -q -e .
 fi

@@ -1,0 +1,345 @@
+"""How much does knowledge from outside the dataset add? A linear probe on musicnn embeddings.
+
+`tools/symbolic_ceiling.py` bounds what a model *trained on these songs alone* can reach.
+A network pre-trained on other music escapes that bound: it brings what it learnt from
+hundreds of thousands of real recordings. This measures how far, with the musicnn
+taggers (Pons & Serra 2019; MagnaTagATune and Million Song Dataset models, ISC licence):
+each 30-s chunk is cut into ten 3-s patches, each patch goes through the frozen network,
+and a chunk is described by the mean and standard deviation over its patches of the
+penultimate layer (200) and the tag probabilities (50) of each model. Classical
+classifiers on those vectors are trained on DATASET/train and scored on DATASET/test by
+song (mode vote over chunks, as `genre evaluate` does), and with `--cv K` by K-fold
+cross-validation over all songs, folds disjoint by artist (as `genre crossval`).
+
+    python tools/pretrained_probe.py DATASET [--manifest CSV] [--test-chunks 3] [--cv 5] [--json]
+
+The network is re-implemented here in plain TensorFlow ops and reads the weights straight
+from the checkpoints that the `musicnn` wheel ships (`pip install --no-deps musicnn==0.1.0`;
+its TF1 code and its numpy<1.17 pin are never used). Each chunk is scaled to a fixed RMS
+first, so the probe cannot learn loudness. Embeddings are cached per file (npz, keyed by
+content hash) under ~/.cache/genre/probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SAMPLE_RATE = 16000  # musicnn's input: 16 kHz, 512-point STFT, hop 256, 96 Slaney mel bands
+N_FFT = 512
+HOP = 256
+N_MELS = 96
+PATCH_FRAMES = 187  # 3 s
+CHUNK_SECONDS = 30.0
+PATCHES_PER_CHUNK = 10
+TARGET_RMS = 0.1
+BN_EPSILON = 1e-3  # tf.compat.v1.layers.batch_normalization's default
+MODELS = ("MSD_musicnn", "MTT_musicnn")
+SEEDS = (0, 1, 2)
+
+
+class ProbeError(RuntimeError):
+    """Something the user must fix (missing weights, no songs)."""
+
+
+def mel_filterbank(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
+    """Slaney-style mel filters with Slaney area normalisation (librosa's default), (n_mels, n_fft//2+1)."""
+
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        f = np.asarray(f, dtype=np.float64)
+        lin = f / (200.0 / 3)
+        log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+        return np.where(f >= 1000.0, log, lin)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        m = np.asarray(m, dtype=np.float64)
+        lin = m * (200.0 / 3)
+        log = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
+        return np.where(m >= 15.0, log, lin)
+
+    fft_freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate / 2), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
+    return weights
+
+
+_MEL = mel_filterbank()
+
+
+def log_mel(pcm: np.ndarray) -> np.ndarray:
+    """musicnn's input representation, (frames, 96): centred, zero-padded frames, periodic
+    Hann window, power spectrum, mel, log10(10000 x + 1)."""
+    x = np.pad(np.asarray(pcm, dtype=np.float64), N_FFT // 2)
+    n = 1 + (len(x) - N_FFT) // HOP
+    frames = np.lib.stride_tricks.as_strided(x, (n, N_FFT), (x.strides[0] * HOP, x.strides[0]))
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    return np.log10(10000.0 * (power @ _MEL.T) + 1.0).astype(np.float32)
+
+
+def musicnn_weights_dir() -> Path:
+    spec = importlib.util.find_spec("musicnn")  # locates the package without importing its TF1 code
+    if spec is None or not spec.submodule_search_locations:
+        raise ProbeError("the musicnn weights are not installed: pip install --no-deps musicnn==0.1.0")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+class Musicnn:
+    """The musicnn tagger (front end of vertical and horizontal filters, dense mid end,
+    temporal pooling, two dense layers), inference only, from its TF1 checkpoint."""
+
+    def __init__(self, weights: dict[str, Any]) -> None:
+        import tensorflow as tf
+
+        self.weights = weights
+        self._graph = tf.function(self._forward, input_signature=[tf.TensorSpec([None, PATCH_FRAMES, N_MELS], tf.float32)])
+
+    @classmethod
+    def load(cls, model: str, weights_dir: Path | None = None) -> "Musicnn":
+        import tensorflow as tf
+
+        folder = (weights_dir or musicnn_weights_dir()) / model
+        if not (folder / ".index").is_file():
+            raise ProbeError(f"no musicnn checkpoint in {folder}")
+        reader = tf.compat.v1.train.NewCheckpointReader(str(folder) + os.sep)
+        names = [n for n in reader.get_variable_to_shape_map() if "Adam" not in n and "_power" not in n]
+        return cls({n: tf.constant(reader.get_tensor(n)) for n in names})
+
+    def _bn(self, x: Any, i: int) -> Any:
+        import tensorflow as tf
+
+        p = "batch_normalization" + (f"_{i}" if i else "")
+        w = self.weights
+        scale = w[f"{p}/gamma"] * tf.math.rsqrt(w[f"{p}/moving_variance"] + BN_EPSILON)
+        return (x - w[f"{p}/moving_mean"]) * scale + w[f"{p}/beta"]
+
+    def _conv(self, x: Any, i: int, padding: str) -> Any:
+        import tensorflow as tf
+
+        p = "conv2d" + (f"_{i}" if i else "")
+        return tf.nn.relu(tf.nn.conv2d(x, self.weights[f"{p}/kernel"], 1, padding) + self.weights[f"{p}/bias"])
+
+    def __call__(self, patches: np.ndarray) -> dict[str, np.ndarray]:
+        """(n, 187, 96) log-mel patches -> penultimate layer (n, 200) and tag probabilities (n, 50)."""
+        pen, tags = self._graph(np.asarray(patches, np.float32))
+        return {"pen": pen.numpy(), "tags": tags.numpy()}
+
+    def _forward(self, patches: Any) -> tuple[Any, Any]:
+        import tensorflow as tf
+
+        x = self._bn(patches[..., None], 0)
+        pad_time = [[0, 0], [3, 3], [0, 0], [0, 0]]
+        front = []
+        for conv, bn in ((0, 1), (1, 2)):  # timbral: 7x38 and 7x67 filters, max over frequency
+            front.append(tf.reduce_max(self._bn(self._conv(tf.pad(x, pad_time), conv, "VALID"), bn), axis=2))
+        for conv, bn in ((2, 3), (3, 4), (4, 5)):  # temporal: 128, 64, 32 frames, max over frequency
+            front.append(tf.reduce_max(self._bn(self._conv(x, conv, "SAME"), bn), axis=2))
+        front_out = tf.concat(front, axis=2)[..., None]  # (n, T, 561, 1)
+        layers = [front_out]
+        h = front_out
+        for k, (conv, bn) in enumerate(((5, 6), (6, 7), (7, 8))):
+            out = tf.transpose(self._bn(self._conv(tf.pad(h, pad_time), conv, "VALID"), bn), [0, 1, 3, 2])
+            h = out if k == 0 else out + h
+            layers.append(h)
+        fmap = tf.concat(layers, axis=2)  # (n, T, 753, 1)
+        pooled = tf.concat([tf.reduce_max(fmap, axis=1), tf.reduce_mean(fmap, axis=1)], axis=2)
+        flat = self._bn(tf.reshape(pooled, [-1, pooled.shape[1] * 2]), 9)
+        w = self.weights
+        pen = self._bn(tf.nn.relu(flat @ w["dense/kernel"] + w["dense/bias"]), 10)
+        return pen, tf.sigmoid(pen @ w["dense_1/kernel"] + w["dense_1/bias"])
+
+
+def chunk_patches(pcm: np.ndarray, max_chunks: int | None = None) -> np.ndarray:
+    """(chunks, 10, 187, 96): whole 30-s chunks (a shorter tail is dropped), each scaled to
+    a fixed RMS before its spectrogram so that gain cannot change the description."""
+    size = int(CHUNK_SECONDS * SAMPLE_RATE)
+    n = len(pcm) // size if max_chunks is None else min(max_chunks, len(pcm) // size)
+    out = np.zeros((n, PATCHES_PER_CHUNK, PATCH_FRAMES, N_MELS), np.float32)
+    for c in range(n):
+        seg = pcm[c * size : (c + 1) * size].astype(np.float64)
+        rms = float(np.sqrt(np.mean(seg**2)))
+        mel = log_mel(seg * (TARGET_RMS / rms) if rms > 1e-8 else seg)
+        out[c] = mel[: PATCHES_PER_CHUNK * PATCH_FRAMES].reshape(PATCHES_PER_CHUNK, PATCH_FRAMES, N_MELS)
+    return out
+
+
+def describe_chunks(patches: np.ndarray, nets: Sequence[Musicnn]) -> np.ndarray:
+    """(chunks, 500 per model): mean and std over each chunk's patches of penultimate and tags."""
+    n = len(patches)
+    flat = patches.reshape(-1, PATCH_FRAMES, N_MELS)
+    parts = []
+    for net in nets:
+        out = {k: [] for k in ("pen", "tags")}
+        for b in range(0, len(flat), 64):
+            for k, v in net(flat[b : b + 64]).items():
+                out[k].append(v)
+        for k in ("pen", "tags"):
+            a = np.concatenate(out[k]).reshape(n, PATCHES_PER_CHUNK, -1)
+            parts += [a.mean(1), a.std(1)]
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def song_vectors(path: Path, nets: Sequence[Musicnn], cache: Path | None) -> np.ndarray:
+    from shared.audio import decode_file
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+    cached = cache / f"{digest}-{'+'.join(MODELS)}.npz" if cache else None
+    if cached is not None and cached.is_file():
+        with np.load(cached, allow_pickle=False) as d:
+            return d["x"]
+    pcm, _ = decode_file(path, SAMPLE_RATE)
+    x = describe_chunks(chunk_patches(pcm), nets)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp.npz")
+        np.savez(tmp, x=x)
+        os.replace(tmp, cached)
+    return x
+
+
+def classifiers() -> dict[str, Any]:
+    from sklearn.ensemble import ExtraTreesClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    return {
+        "logistic regression": lambda seed: make_pipeline(
+            StandardScaler(), LogisticRegression(C=0.1, max_iter=5000, class_weight="balanced")
+        ),
+        "SVM (RBF)": lambda seed: make_pipeline(StandardScaler(), SVC(C=1.0, class_weight="balanced")),
+        "extra trees": lambda seed: ExtraTreesClassifier(
+            500, class_weight="balanced", random_state=seed, n_jobs=max(1, min(2, os.cpu_count() or 1))
+        ),
+    }
+
+
+def song_accuracy(make: Any, seed: int, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, s_te: np.ndarray) -> float:
+    from shared.evaluation import song_predictions
+
+    clf = make(seed).fit(x_tr, y_tr)
+    genres = [str(g) for g in clf.classes_]
+    if hasattr(clf, "predict_proba"):
+        probs = clf.predict_proba(x_te)
+    else:  # an SVM's votes, one per chunk
+        probs = (clf.predict(x_te)[:, None] == clf.classes_[None, :]).astype(float)
+    verdicts = song_predictions(probs, list(s_te), genres)
+    truth = {s: y for s, y in zip(s_te, y_te)}
+    return float(np.mean([verdicts[s] == truth[s] for s in verdicts]))
+
+
+def probe(dataset: Path, manifest: Path | None, test_chunks: int, cv: int, cache: Path | None, progress: bool) -> dict[str, Any]:
+    from shared.crossval import chunk_positions, group_folds
+    from shared.dataset import DatasetError, load_labelled_songs
+
+    if not all((dataset / side).is_dir() for side in ("train", "test")):
+        raise ProbeError(f"{dataset} needs train/<genre>/ and test/<genre>/ folders with audio (genre dataset split makes them)")
+    try:
+        sides = {side: load_labelled_songs(dataset / side, manifest=manifest) for side in ("train", "test")}
+    except DatasetError as exc:
+        raise ProbeError(str(exc)) from exc
+    if not sides["train"] or not sides["test"]:
+        raise ProbeError(f"{dataset} needs train/<genre>/ and test/<genre>/ folders with audio")
+    nets = [Musicnn.load(m) for m in MODELS]
+    rows: dict[str, list] = {k: [] for k in ("x", "genre", "song", "group", "side")}
+    todo = [(side, item) for side in ("train", "test") for item in sides[side]]
+    for i, (side, (path, genre, group)) in enumerate(todo):
+        x = song_vectors(path, nets, cache)
+        if progress:
+            print(f"\r  embedding {i + 1}/{len(todo)}", end="", file=sys.stderr, flush=True)
+        for row in x:
+            rows["x"].append(row)
+            rows["genre"].append(genre)
+            rows["song"].append(f"{side}/{genre}/{path.name}")
+            rows["group"].append(group)
+            rows["side"].append(side)
+    if progress:
+        print(file=sys.stderr)
+    x, y, song, group, side = (np.asarray(rows[k]) for k in ("x", "genre", "song", "group", "side"))
+    scored = chunk_positions(list(song)) < test_chunks
+    tr, te = side == "train", (side == "test") & scored
+    report: dict[str, Any] = {
+        "dataset": str(dataset),
+        "models": list(MODELS),
+        "features_per_chunk": int(x.shape[1]),
+        "train_songs": len(sides["train"]),
+        "test_songs": len(sides["test"]),
+        "test_chunks": test_chunks,
+        "seeds": list(SEEDS),
+        "test": {},
+        "cv": {},
+    }
+    for name, make in classifiers().items():
+        report["test"][name] = [song_accuracy(make, s, x[tr], y[tr], x[te], y[te], song[te]) for s in SEEDS]
+    if cv:
+        songs = list(dict.fromkeys(song))
+        first = {s: i for i, s in reversed(list(enumerate(song)))}
+        fold_of_song = dict(zip(songs, group_folds([y[first[s]] for s in songs], [group[first[s]] for s in songs], cv)))
+        fold = np.array([fold_of_song[s] for s in song])
+        for name, make in classifiers().items():
+            accs = []
+            for seed in SEEDS:
+                correct = 0
+                for k in range(cv):
+                    m_tr, m_te = fold != k, (fold == k) & scored
+                    acc = song_accuracy(make, seed, x[m_tr], y[m_tr], x[m_te], y[m_te], song[m_te])
+                    correct += acc * len(set(song[m_te]))
+                accs.append(correct / len(songs))
+            report["cv"][name] = accs
+    return report
+
+
+def format_report(r: dict[str, Any]) -> str:
+    def span(v: Sequence[float]) -> str:
+        return f"{min(v):.3f}" if max(v) - min(v) < 5e-4 else f"{min(v):.3f}-{max(v):.3f}"
+
+    lines = [
+        f"musicnn probe ({' + '.join(r['models'])}, {r['features_per_chunk']} numbers per chunk); "
+        f"{r['train_songs']} train songs, {r['test_songs']} test songs on their first {r['test_chunks']} chunks",
+        f"{'classifier':<22}{'test split':>12}{'  CV by artist' if r['cv'] else ''}",
+    ]
+    for name, accs in r["test"].items():
+        cv = f"{span(r['cv'][name]):>14}" if r["cv"] else ""
+        lines.append(f"{name:<22}{span(accs):>12}{cv}")
+    lines.append(f"song accuracy over seeds {', '.join(map(str, r['seeds']))}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", type=Path, help="folder with train/<genre>/ and test/<genre>/ audio")
+    ap.add_argument("--manifest", type=Path, help="CSV (path, artist) naming each file's artist for the CV folds")
+    ap.add_argument("--test-chunks", type=int, default=3, help="score held-out songs on their first N 30-s chunks (default 3: the 90-s protocol)")
+    ap.add_argument("--cv", type=int, default=0, metavar="K", help="also K-fold cross-validation by artist over all songs")
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "genre" / "probe", help="embedding cache folder")
+    ap.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = ap.parse_args(argv)
+    try:
+        report = probe(args.dataset, args.manifest, args.test_chunks, args.cv, None if args.no_cache else args.cache,
+                       progress=sys.stderr.isatty())
+    except ProbeError as exc:
+        print(f"pretrained_probe: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
