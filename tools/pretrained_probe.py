@@ -1,4 +1,4 @@
-"""How much does knowledge from outside the dataset add? A linear probe on musicnn embeddings.
+"""How much does knowledge from outside the dataset add? Classical classifiers on musicnn embeddings.
 
 `tools/symbolic_ceiling.py` bounds what a model *trained on these songs alone* can reach.
 A network pre-trained on other music escapes that bound: it brings what it learnt from
@@ -18,6 +18,9 @@ from the checkpoints that the `musicnn` wheel ships (`pip install --no-deps musi
 its TF1 code and its numpy<1.17 pin are never used). Each chunk is scaled to a fixed RMS
 first, so the probe cannot learn loudness. Embeddings are cached per file (npz, keyed by
 content hash) under ~/.cache/genre/probe.
+
+musicnn's architecture and weights: Copyright (c) Music Technology Group, Universitat
+Pompeu Fabra 2019, code by Jordi Pons, ISC licence (https://github.com/jordipons/musicnn).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ TARGET_RMS = 0.1
 BN_EPSILON = 1e-3  # tf.compat.v1.layers.batch_normalization's default
 MODELS = ("MSD_musicnn", "MTT_musicnn")
 SEEDS = (0, 1, 2)
+CACHE_VERSION = 1  # bump when the chunk description changes
 
 
 class ProbeError(RuntimeError):
@@ -198,7 +202,7 @@ def song_vectors(path: Path, nets: Sequence[Musicnn], cache: Path | None) -> np.
     from shared.audio import decode_file
 
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
-    cached = cache / f"{digest}-{'+'.join(MODELS)}.npz" if cache else None
+    cached = cache / f"{digest}-{'+'.join(MODELS)}-v{CACHE_VERSION}.npz" if cache else None
     if cached is not None and cached.is_file():
         with np.load(cached, allow_pickle=False) as d:
             return d["x"]
