@@ -17,7 +17,7 @@ The network is re-implemented here in plain TensorFlow ops and reads the weights
 from the checkpoints that the `musicnn` wheel ships (`pip install --no-deps musicnn==0.1.0`;
 its TF1 code and its numpy<1.17 pin are never used). Each chunk is scaled to a fixed RMS
 first, so the probe cannot learn loudness. Embeddings are cached per file (npz, keyed by
-content hash) under ~/.cache/genre/probe.
+content hash) under $XDG_CACHE_HOME/genre/probe (~/.cache/genre/probe).
 
 musicnn's architecture and weights: Copyright (c) Music Technology Group, Universitat
 Pompeu Fabra 2019, code by Jordi Pons, ISC licence (https://github.com/jordipons/musicnn).
@@ -26,7 +26,6 @@ Pompeu Fabra 2019, code by Jordi Pons, ISC licence (https://github.com/jordipons
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -185,6 +184,8 @@ def chunk_patches(pcm: np.ndarray, max_chunks: int | None = None) -> np.ndarray:
 def describe_chunks(patches: np.ndarray, nets: Sequence[Musicnn]) -> np.ndarray:
     """(chunks, 500 per model): mean and std over each chunk's patches of penultimate and tags."""
     n = len(patches)
+    if n == 0:
+        return np.zeros((0, 2 * (200 + 50) * len(nets)), np.float32)  # mean, std of pen + tags
     flat = patches.reshape(-1, PATCH_FRAMES, N_MELS)
     parts = []
     for net in nets:
@@ -199,14 +200,18 @@ def describe_chunks(patches: np.ndarray, nets: Sequence[Musicnn]) -> np.ndarray:
 
 
 def song_vectors(path: Path, nets: Sequence[Musicnn], cache: Path | None) -> np.ndarray:
-    from shared.audio import decode_file
+    from shared.audio import DecodeError, decode_file
+    from shared.feature_cache import file_sha256
 
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+    digest = file_sha256(path)[:32]
     cached = cache / f"{digest}-{'+'.join(MODELS)}-v{CACHE_VERSION}.npz" if cache else None
     if cached is not None and cached.is_file():
         with np.load(cached, allow_pickle=False) as d:
             return d["x"]
-    pcm, _ = decode_file(path, SAMPLE_RATE)
+    try:
+        pcm, _ = decode_file(path, SAMPLE_RATE)
+    except DecodeError as exc:
+        raise ProbeError(f"cannot decode {path}: {exc}") from exc
     x = describe_chunks(chunk_patches(pcm), nets)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -262,9 +267,12 @@ def probe(dataset: Path, manifest: Path | None, test_chunks: int, cv: int, cache
         raise ProbeError(f"{dataset} needs train/<genre>/ and test/<genre>/ folders with audio")
     nets = [Musicnn.load(m) for m in MODELS]
     rows: dict[str, list] = {k: [] for k in ("x", "genre", "song", "group", "side")}
+    too_short: list[str] = []
     todo = [(side, item) for side in ("train", "test") for item in sides[side]]
     for i, (side, (path, genre, group)) in enumerate(todo):
         x = song_vectors(path, nets, cache)
+        if not len(x):
+            too_short.append(str(path))
         if progress:
             print(f"\r  embedding {i + 1}/{len(todo)}", end="", file=sys.stderr, flush=True)
         for row in x:
@@ -285,6 +293,7 @@ def probe(dataset: Path, manifest: Path | None, test_chunks: int, cv: int, cache
         "train_songs": len(sides["train"]),
         "test_songs": len(sides["test"]),
         "test_chunks": test_chunks,
+        "too_short": too_short,  # no whole 30-s chunk: not scored
         "seeds": list(SEEDS),
         "test": {},
         "cv": {},
@@ -322,6 +331,8 @@ def format_report(r: dict[str, Any]) -> str:
         cv = f"{span(r['cv'][name]):>14}" if r["cv"] else ""
         lines.append(f"{name:<22}{span(accs):>12}{cv}")
     lines.append(f"song accuracy over seeds {', '.join(map(str, r['seeds']))}")
+    if r["too_short"]:
+        lines.append(f"not scored, shorter than one 30-s chunk: {len(r['too_short'])} songs")
     return "\n".join(lines)
 
 
@@ -331,14 +342,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--manifest", type=Path, help="CSV (path, artist) naming each file's artist for the CV folds")
     ap.add_argument("--test-chunks", type=int, default=3, help="score held-out songs on their first N 30-s chunks (default 3: the 90-s protocol)")
     ap.add_argument("--cv", type=int, default=0, metavar="K", help="also K-fold cross-validation by artist over all songs")
-    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "genre" / "probe", help="embedding cache folder")
+    default_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "genre" / "probe"
+    ap.add_argument("--cache", type=Path, default=default_cache, help=f"embedding cache folder (default {default_cache})")
     ap.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     args = ap.parse_args(argv)
+    if args.test_chunks < 1 or args.cv == 1 or args.cv < 0:
+        ap.error("--test-chunks must be 1 or more and --cv 0 (off) or 2 or more")
+    from shared.crossval import CrossValidationError
+
     try:
         report = probe(args.dataset, args.manifest, args.test_chunks, args.cv, None if args.no_cache else args.cache,
                        progress=sys.stderr.isatty())
-    except ProbeError as exc:
+    except (ProbeError, CrossValidationError) as exc:
         print(f"pretrained_probe: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2) if args.json else format_report(report))

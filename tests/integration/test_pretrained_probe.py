@@ -53,3 +53,28 @@ def test_probe_refuses_a_folder_without_sides(tmp_path, capsys):
     (tmp_path / "flat" / "drone").mkdir(parents=True)
     assert pp.main([str(tmp_path / "flat"), "--no-cache"]) == 2
     assert "train/<genre>/" in capsys.readouterr().err
+
+
+def test_probe_reports_short_songs_and_undecodable_files(split_dataset, tmp_path, capsys):
+    data = tmp_path / "data"
+    (data).mkdir()
+    (data / "train").symlink_to(split_dataset / "train", target_is_directory=True)
+    for genre in SYNTH_GENRES:
+        for k in (4, 5):
+            src = split_dataset / "test" / genre / f"{genre}man{k}-song{k}.wav"
+            dst = data / "test" / genre / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+    short = write_audio(data / "test" / "drone" / "droneman9-short.wav", make_song("drone", 12.0, seed=5))
+    assert pp.main([str(data), "--cache", str(tmp_path / "cache"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["too_short"] == [str(short)] and report["test_songs"] == 5
+    for name, accs in report["test"].items():
+        assert min(accs) >= 0.75, (name, accs)  # scored over the four whole songs
+    broken = data / "test" / "drone" / "droneman8-broken.wav"
+    broken.write_bytes(b"RIFF not really audio")
+    assert pp.main([str(data), "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot decode" in err and broken.name in err
+    with pytest.raises(SystemExit):
+        pp.main([str(data), "--cv", "1"])
