@@ -44,6 +44,15 @@ def group_folds(genres: Sequence[str], groups: Sequence[str], k: int, seed: int 
     return fold
 
 
+def chunk_folds(songs: Sequence[str], genres: Sequence[str], groups: Sequence[str], k: int, seed: int = 0) -> np.ndarray:
+    """Fold of each chunk (per-chunk song, genre and group): its song's fold by group_folds."""
+    song_ids = list(dict.fromkeys(songs))
+    first = {s: i for i, s in reversed(list(enumerate(songs)))}
+    fold = group_folds([genres[first[s]] for s in song_ids], [groups[first[s]] for s in song_ids], k, seed)
+    fold_of_song = dict(zip(song_ids, fold.tolist()))
+    return np.array([fold_of_song[s] for s in songs])
+
+
 def chunk_positions(songs: Sequence[str]) -> np.ndarray:
     """Position of each chunk within its song (chunks of a song are consecutive)."""
     pos = np.zeros(len(songs), dtype=int)
@@ -80,12 +89,7 @@ def cross_validate(
     stopping validation split, exactly as in `genre train`."""
     if train is None:
         from shared.training import train_model as train
-    song_ids = list(dict.fromkeys(chunks.songs))
-    first = {s: i for i, s in reversed(list(enumerate(chunks.songs)))}
-    song_genre = [chunks.labels[first[s]] for s in song_ids]
-    song_group = [groups[first[s]] for s in song_ids]
-    fold_of_song = dict(zip(song_ids, group_folds(song_genre, song_group, folds, seed).tolist()))
-    chunk_fold = np.array([fold_of_song[s] for s in chunks.songs])
+    chunk_fold = chunk_folds(chunks.songs, chunks.labels, groups, folds, seed)
     held_out = chunk_positions(chunks.songs) < (test_chunks if test_chunks else np.inf)
     names = list(archs) + ([BASELINE] if with_baseline else [])
     per_fold: list[dict[str, Any]] = []

@@ -254,7 +254,7 @@ def song_accuracy(make: Any, seed: int, x_tr: np.ndarray, y_tr: np.ndarray, x_te
 
 
 def probe(dataset: Path, manifest: Path | None, test_chunks: int, cv: int, cache: Path | None, progress: bool) -> dict[str, Any]:
-    from shared.crossval import chunk_positions, group_folds
+    from shared.crossval import chunk_folds, chunk_positions
     from shared.dataset import DatasetError, load_labelled_songs
 
     if not all((dataset / side).is_dir() for side in ("train", "test")):
@@ -301,10 +301,8 @@ def probe(dataset: Path, manifest: Path | None, test_chunks: int, cv: int, cache
     for name, make in classifiers().items():
         report["test"][name] = [song_accuracy(make, s, x[tr], y[tr], x[te], y[te], song[te]) for s in SEEDS]
     if cv:
-        songs = list(dict.fromkeys(song))
-        first = {s: i for i, s in reversed(list(enumerate(song)))}
-        fold_of_song = dict(zip(songs, group_folds([y[first[s]] for s in songs], [group[first[s]] for s in songs], cv)))
-        fold = np.array([fold_of_song[s] for s in song])
+        n_songs = len(set(song))
+        fold = chunk_folds(list(song), list(y), list(group), cv)
         for name, make in classifiers().items():
             accs = []
             for seed in SEEDS:
@@ -313,7 +311,7 @@ def probe(dataset: Path, manifest: Path | None, test_chunks: int, cv: int, cache
                     m_tr, m_te = fold != k, (fold == k) & scored
                     acc = song_accuracy(make, seed, x[m_tr], y[m_tr], x[m_te], y[m_te], song[m_te])
                     correct += acc * len(set(song[m_te]))
-                accs.append(correct / len(songs))
+                accs.append(correct / n_songs)
             report["cv"][name] = accs
     return report
 

@@ -159,7 +159,7 @@ def _matrix(described: list[dict[str, np.ndarray]], parts: tuple[str, ...]) -> n
 def ceiling(manifest: str | Path, seconds: float = 90.0, cv: int = 0) -> dict:
     """Song accuracy per descriptor group and classifier, one figure per seed: on the test
     split, and (cv > 1) over artist-disjoint folds of all songs."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    from shared.crossval import group_folds
 
     manifest = Path(manifest)
     rows = [r for r in csv.DictReader(manifest.open(newline="")) if r.get("split") in ("train", "test")]
@@ -172,6 +172,7 @@ def ceiling(manifest: str | Path, seconds: float = 90.0, cv: int = 0) -> dict:
     train, test = sides == "train", sides == "test"
     report: dict = {"train_songs": int(train.sum()), "test_songs": int(test.sum()), "chance": 1 / len(set(genres[train])),
                     "seconds": seconds, "song_accuracy": {}, "cv_folds": cv, "cv_song_accuracy": {}}
+    folds = {seed: group_folds(genres, artists, cv, seed) for seed in SEEDS} if cv > 1 else {}
     for group, parts in GROUPS.items():
         x = _matrix(described, parts)
         for name in classifiers(0):
@@ -183,8 +184,10 @@ def ceiling(manifest: str | Path, seconds: float = 90.0, cv: int = 0) -> dict:
             if cv > 1:
                 accs = []
                 for seed in SEEDS:
-                    folds = StratifiedGroupKFold(cv, shuffle=True, random_state=seed).split(x, genres, artists)
-                    right = sum(int(np.sum(classifiers(seed)[name].fit(x[a], genres[a]).predict(x[b]) == genres[b])) for a, b in folds)
+                    right = 0
+                    for k in range(cv):
+                        a, b = folds[seed] != k, folds[seed] == k
+                        right += int(np.sum(classifiers(seed)[name].fit(x[a], genres[a]).predict(x[b]) == genres[b]))
                     accs.append(round(right / len(genres), 3))
                 report["cv_song_accuracy"][key] = accs
     return report

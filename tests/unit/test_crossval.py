@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.crossval import BASELINE, CrossValidationError, chunk_positions, cross_validate, format_crossval, group_folds
+from shared.crossval import (
+    BASELINE, CrossValidationError, chunk_folds, chunk_positions, cross_validate, format_crossval, group_folds,
+)
 from shared.evaluation import LabelledChunks
 from tests.fixtures.models import fake_chunk
 
@@ -35,6 +37,18 @@ def test_group_folds_refuse_what_cannot_be_split():
         group_folds(["a"] * 4, list("wxyz"), 2)
     with pytest.raises(CrossValidationError, match="at least 2 folds"):
         group_folds(["a", "b"], ["x", "y"], 1)
+
+
+def test_chunk_folds_give_each_chunk_its_songs_fold():
+    songs, genres, groups = [], [], []
+    for i in range(24):
+        n = 1 + i % 3
+        songs += [f"s{i}"] * n
+        genres += [("a", "b")[i % 2]] * n
+        groups += [f"artist{i // 2}"] * n
+    fold = chunk_folds(songs, genres, groups, 3, seed=1)
+    per_song = group_folds([("a", "b")[i % 2] for i in range(24)], [f"artist{i // 2}" for i in range(24)], 3, seed=1)
+    assert fold.tolist() == [per_song[int(s[1:])] for s in songs]
 
 
 def test_chunk_positions_count_within_each_song():
