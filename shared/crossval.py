@@ -4,7 +4,8 @@ One test split of a small dataset is noisy: with 76 songs one song is 1.3 points
 standard error of an accuracy ~5.5 points. Repeating `genre train` and `genre evaluate`
 over K folds of all songs scores every song once, with models that never saw its artist,
 so architecture comparisons rest on the whole dataset. Training and scoring are the very
-functions `genre train` and `genre evaluate` run.
+functions `genre train` and `genre evaluate` run. With pooled sources (chunks.sources) the
+report gives each source's pooled-over-folds figures beside the overall ones.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from shared.evaluation import LabelledChunks, baseline, confusion, score
+from shared.evaluation import LabelledChunks, baseline, confusion, score, select, source_rows
 
 BASELINE = "baseline"
 
@@ -62,11 +63,33 @@ def chunk_positions(songs: Sequence[str]) -> np.ndarray:
 
 
 def _subset(chunks: LabelledChunks, mask: np.ndarray) -> LabelledChunks:
-    idx = np.flatnonzero(mask)
-    return LabelledChunks(
-        [chunks.features[i] for i in idx], [chunks.labels[i] for i in idx], [chunks.songs[i] for i in idx],
-        [chunks.n_samples[i] for i in idx] if chunks.n_samples is not None else None,
-    )
+    return select(chunks, np.flatnonzero(mask).tolist())
+
+
+def _new_tally() -> dict[str, Any]:
+    return {"chunks": 0, "chunks_correct": 0, "truth": [], "predicted": []}
+
+
+def _add(tally: dict[str, Any], rep: Mapping[str, Any]) -> None:
+    """Add one fold's score() to a model's (or a source's) tally over the folds."""
+    tally["chunks"] += rep["chunks"]
+    tally["chunks_correct"] += int(round(rep["chunk_accuracy"] * rep["chunks"]))
+    tally["truth"] += [p["truth"] for p in rep["predictions"]]
+    tally["predicted"] += [p["predicted"] for p in rep["predictions"]]
+
+
+def _summary(tally: Mapping[str, Any]) -> dict[str, Any]:
+    """Song and chunk accuracy and the song confusion of a tally."""
+    truth, pred = tally["truth"], tally["predicted"]
+    correct = sum(t == p for t, p in zip(truth, pred))
+    labels = sorted(set(truth) | set(pred))
+    return {
+        "song_accuracy": round(correct / max(len(truth), 1), 4),
+        "chunk_accuracy": round(tally["chunks_correct"] / max(tally["chunks"], 1), 4),
+        "songs": len(truth),
+        "songs_correct": correct,
+        "confusion": {"labels": labels, "matrix": confusion(truth, pred, labels)},
+    }
 
 
 def cross_validate(
@@ -93,7 +116,8 @@ def cross_validate(
     held_out = chunk_positions(chunks.songs) < (test_chunks if test_chunks else np.inf)
     names = list(archs) + ([BASELINE] if with_baseline else [])
     per_fold: list[dict[str, Any]] = []
-    pooled = {n: {"chunks": 0, "chunks_correct": 0, "truth": [], "predicted": []} for n in names}
+    pooled = {n: _new_tally() for n in names}
+    by_source: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
     t0 = time.perf_counter()
     for k in range(folds):
         tr_mask = chunk_fold != k
@@ -112,35 +136,27 @@ def cross_validate(
                 rep = score(artifact.predict(test_side.features), test_side, artifact.genres)
             row["song_accuracy"][name] = rep["song_accuracy"]
             row.setdefault("seconds", {})[name] = round(time.perf_counter() - t1, 1)
-            acc = pooled[name]
-            acc["chunks"] += rep["chunks"]
-            acc["chunks_correct"] += int(round(rep["chunk_accuracy"] * rep["chunks"]))
-            acc["truth"] += [p["truth"] for p in rep["predictions"]]
-            acc["predicted"] += [p["predicted"] for p in rep["predictions"]]
+            _add(pooled[name], rep)
+            for src, r in rep.get("sources", {}).items():
+                _add(by_source[name].setdefault(src, _new_tally()), r)
         per_fold.append(row)
         if on_fold is not None:
             on_fold(k, row)
-    return _report(per_fold, pooled, names, folds, seed, test_chunks, time.perf_counter() - t0)
+    return _report(per_fold, pooled, by_source, names, folds, seed, test_chunks, time.perf_counter() - t0)
 
 
-def _report(per_fold: list[dict], pooled: dict, names: list[str], folds: int, seed: int,
+def _report(per_fold: list[dict], pooled: dict, by_source: dict, names: list[str], folds: int, seed: int,
             test_chunks: int | None, seconds: float) -> dict[str, Any]:
     models = {}
     for name in names:
-        acc = pooled[name]
         per = [row["song_accuracy"][name] for row in per_fold]
-        correct = sum(t == p for t, p in zip(acc["truth"], acc["predicted"]))
-        labels = sorted(set(acc["truth"]) | set(acc["predicted"]))
-        models[name] = {
-            "song_accuracy": round(correct / max(len(acc["truth"]), 1), 4),
-            "chunk_accuracy": round(acc["chunks_correct"] / max(acc["chunks"], 1), 4),
-            "songs": len(acc["truth"]),
-            "songs_correct": correct,
+        models[name] = _summary(pooled[name]) | {
             "fold_song_accuracy": per,
             "fold_mean": round(float(np.mean(per)), 4),
             "fold_std": round(float(np.std(per, ddof=1)) if len(per) > 1 else 0.0, 4),
-            "confusion": {"labels": labels, "matrix": confusion(acc["truth"], acc["predicted"], labels)},
         }
+        if by_source[name]:
+            models[name]["sources"] = {src: _summary(t) for src, t in by_source[name].items()}
     gains = {}
     primary = names[0]
     for other in names[1:]:
@@ -163,8 +179,9 @@ def format_crossval(report: Mapping[str, Any]) -> str:
         head += f", scored on each song's first {report['test_chunks']} chunks"
     lines = [head, f"{'model':<14}{'song acc':>9}{'chunk acc':>11}   per fold (song acc)"]
     for name, m in models.items():
-        lines.append(f"{name:<14}{m['song_accuracy']:>9.3f}{m['chunk_accuracy']:>11.3f}   "
-                     + " ".join(f"{a:.3f}" for a in m["fold_song_accuracy"]))
+        for label, r in source_rows(name, m):
+            per = " ".join(f"{a:.3f}" for a in r["fold_song_accuracy"]) if "fold_song_accuracy" in r else f"({r['songs']} songs)"
+            lines.append(f"{label:<14}{r['song_accuracy']:>9.3f}{r['chunk_accuracy']:>11.3f}   {per}")
     for key, g in report["gains"].items():
         lines.append(f"{key}: {g['song_accuracy']:+.3f} song accuracy (better in {g['folds_better']} of "
                      f"{report['folds']} folds, standard error of the fold differences {g['standard_error']:.3f})")

@@ -2,8 +2,8 @@
 
 Layouts `discover` accepts (checked in this order):
 
-- a manifest CSV (``--manifest``) with columns ``path,genre[,artist]``; relative paths
-  are taken from the CSV's folder, then from SRC;
+- a manifest CSV (``--manifest``) with columns ``path,genre[,artist][,split]``; relative
+  paths are taken from the CSV's folder, then from SRC;
 - the ancestor's layout ``SRC/{train,test}/<genre>/*`` (both sides pooled and re-split);
 - GTZAN's ``SRC/genres/<genre>/<genre>.NNNNN.au`` (also when SRC is the genres folder);
 - a flat ``SRC/<genre>/*`` tree.
@@ -13,12 +13,17 @@ file comes from the manifest; without one, ``group_by="artist"`` uses the part o
 file name before the first ``-`` (the ``artist-title`` convention of our dataset and
 many collections), and reports files that do not follow it.
 
+A manifest with a ``split`` column (train or test on every row) is split exactly as it
+says (a published, artist-disjoint split stays comparable); otherwise `split_items` decides.
 `split_items` is deterministic (a keyed SHA-256 orders the groups; no RNG state, no
 listing order), stratified per genre (each genre contributes about `test_fraction` of
 its songs to test), and group-aware (an artist's or song's files all go to one side).
 `write_split` links (hard link, else symlink) or copies the files into
 ``DEST/{train,test}/<genre>/`` and writes ``DEST/split.csv`` (path, genre, artist,
 split, source) which `load_labelled_songs` reads back for artist groups.
+
+Several datasets can be used together (`parse_sources`: ``NAME=PATH`` or ``PATH``); the
+name keeps their song and group ids apart and labels their separate scores.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import csv
 import hashlib
 import logging
 import os
+import re
 import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -53,6 +59,7 @@ class Item:
     path: Path
     genre: str
     artist: str = ""
+    split: str = ""  # train or test when the manifest says so
 
     @property
     def song(self) -> str:
@@ -67,6 +74,7 @@ class SplitReport:
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     ignored: list[str] = field(default_factory=list)  # non-audio files
     empty_genres: list[str] = field(default_factory=list)
+    split_from: str = "seed"  # "manifest" when its split column decided the sides
     one_sided: dict[str, str] = field(default_factory=dict)  # genre -> side it is missing from
     warnings: list[str] = field(default_factory=list)
 
@@ -109,26 +117,36 @@ def _files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
 
 
+def _csv_rows(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(column names, rows) of a CSV, names lower-case and values stripped."""
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+        return cols, [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
+
+
 def read_manifest(csv_path: Path, base: Path | None = None) -> list[Item]:
-    """Items of a manifest CSV (columns path, genre, optional artist)."""
+    """Items of a manifest CSV (columns path, genre, optional artist and split)."""
     try:
-        with open(csv_path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            cols = [c.strip().lower() for c in (reader.fieldnames or [])]
-            if "path" not in cols or "genre" not in cols:
-                raise DatasetError(f"manifest {csv_path} needs the columns path and genre (has: {', '.join(cols) or 'none'})")
-            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
+        cols, rows = _csv_rows(csv_path)
     except OSError as exc:
         raise DatasetError(f"cannot read manifest {csv_path}: {exc}") from exc
+    if "path" not in cols or "genre" not in cols:
+        raise DatasetError(f"manifest {csv_path} needs the columns path and genre (has: {', '.join(cols) or 'none'})")
+    presplit = any(row.get("split") for row in rows)
     items = []
     for n, row in enumerate(rows, start=2):
         if not row.get("path") or not row.get("genre"):
             raise DatasetError(f"manifest {csv_path} line {n}: empty path or genre")
+        side = row.get("split", "").lower()
+        if presplit and side not in SIDES:
+            raise DatasetError(f"manifest {csv_path} line {n}: split is {row.get('split')!r}; give train or test on "
+                               "every row, or leave the split column empty to split by --test-fraction")
         p = Path(row["path"])
         if not p.is_absolute():
             cands = [csv_path.parent / p] + ([base / p] if base is not None else [])
             p = next((c for c in cands if c.exists()), cands[0])
-        items.append(Item(p, row["genre"], row.get("artist", "")))
+        items.append(Item(p, row["genre"], row.get("artist", ""), side))
     return items
 
 
@@ -307,7 +325,16 @@ def split_dataset(
             report.warnings.append(
                 f"{len(unnamed)} files have no artist (no manifest row, no 'artist-title' name); each is its own group"
             )
-    sides = split_items(good, test_fraction, seed, group_by)
+    if any(i.split for i in good):
+        sides = {i: i.split for i in good}
+        report.split_from = "manifest"
+        across = {group_of(i, group_by) for i in good if sides[i] == "train"} & {
+            group_of(i, group_by) for i in good if sides[i] == "test"}
+        if across:
+            report.warnings.append(f"the manifest's split puts {len(across)} {group_by} groups on both sides "
+                                   f"(e.g. {sorted(across)[0]!r})")
+    else:
+        sides = split_items(good, test_fraction, seed, group_by)
     taken: set[str] = set()
     rows = []
     for item in sorted(good, key=lambda i: (i.genre, str(i.path))):
@@ -336,21 +363,47 @@ def split_dataset(
 # --------------------------------------------------------------------------------------
 
 
-def _artists_from_csv(root: Path, manifest: Path | None = None) -> dict[str, str]:
-    """file stem -> artist, from `manifest` or a split.csv / manifest.csv at root or its parent."""
-    out: dict[str, str] = {}
+@dataclass
+class ArtistIndex:
+    """Artists of manifest rows, looked up by the file's path, else by (genre, stem), else
+    by a stem that only one genre of the manifests has. The genre is needed because
+    collections reuse names across genre folders (classical/1.mp3, pop/1.mp3); it lets a
+    render train/blues/x.wav find its source row midi/blues/x.mid."""
+
+    by_path: dict[str, str] = field(default_factory=dict)
+    by_genre_stem: dict[tuple[str, str], str] = field(default_factory=dict)
+    by_stem: dict[str, str] = field(default_factory=dict)
+
+    def artist(self, path: Path, genre: str) -> str:
+        return (self.by_path.get(os.path.abspath(path)) or self.by_genre_stem.get((genre.lower(), path.stem))
+                or self.by_stem.get(path.stem, ""))
+
+
+def _artists_from_csv(root: Path, manifest: Path | None = None) -> ArtistIndex:
+    """The artists named by `manifest`, or by a split.csv / manifest.csv at root or its parent."""
+    index = ArtistIndex()
+    genres_of_stem: dict[str, set[str]] = defaultdict(set)
     cands = [manifest] if manifest is not None else [f / n for f in (root, root.parent) for n in (SPLIT_MANIFEST, "manifest.csv")]
     for p in cands:
         if not p.is_file():
             continue
         try:
-            with open(p, newline="", encoding="utf-8") as fh:
-                for row in csv.DictReader(fh):
-                    if row.get("path") and row.get("artist"):
-                        out.setdefault(Path(row["path"]).stem, row["artist"].strip().lower())
+            _, rows = _csv_rows(p)
         except (OSError, csv.Error, UnicodeDecodeError) as exc:
             logger.warning("ignoring %s: %s", p, exc)
-    return out
+            continue
+        for row in rows:
+            if not row.get("path"):
+                continue
+            path = Path(row["path"])
+            genre = (row.get("genre") or path.parent.name).lower()
+            genres_of_stem[path.stem].add(genre)
+            artist = row.get("artist", "").lower()
+            if artist:
+                index.by_path.setdefault(os.path.abspath(p.parent / path), artist)
+                index.by_genre_stem.setdefault((genre, path.stem), artist)
+    index.by_stem = {stem: a for (_, stem), a in index.by_genre_stem.items() if len(genres_of_stem[stem]) == 1}
+    return index
 
 
 def load_labelled_songs(
@@ -359,8 +412,9 @@ def load_labelled_songs(
     """(path, genre, group) of every audio file under root/<genre>/, sorted by genre and path.
 
     The group is the artist when `manifest` (or a split.csv/manifest.csv at root or its
-    parent) names one for the file's stem (group_by='artist'), else the song itself. Genre names are the folder names; their
-    index order is decided later by sorting, never by this listing."""
+    parent) names one for the file (group_by='artist'; see ArtistIndex), else the song
+    itself. Genre names are the folder names; their index order is decided later by
+    sorting, never by this listing."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
@@ -369,12 +423,12 @@ def load_labelled_songs(
         raise DatasetError(f"{root} has no <genre>/ folders")
     if manifest is not None and not Path(manifest).is_file():
         raise DatasetError(f"manifest {manifest} does not exist")
-    artists = _artists_from_csv(root, Path(manifest) if manifest else None) if group_by == "artist" else {}
+    artists = _artists_from_csv(root, Path(manifest) if manifest else None) if group_by == "artist" else ArtistIndex()
     out = []
     for gdir in genre_dirs:
         for f in _files_under(gdir):
             if is_audio(f):
-                artist = artists.get(f.stem, "")
+                artist = artists.artist(f, gdir.name)
                 out.append((f, gdir.name, f"artist:{artist}" if artist else f"song:{f.relative_to(root)}"))
     out.sort(key=lambda t: (t[1], str(t[0])))
     return out
@@ -388,3 +442,34 @@ def training_side(dataset: str | Path) -> Path:
 
 def genre_counts(songs: Sequence[tuple[Path, str, str]]) -> dict[str, int]:
     return dict(sorted(Counter(g for _, g, _ in songs).items()))
+
+
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def source_name(folder: Path) -> str:
+    """Default name of a dataset folder: its own, or its parent's for a train/test side."""
+    folder = Path(os.path.abspath(folder))
+    return folder.parent.name if folder.name in SIDES else folder.name
+
+
+def parse_sources(specs: Sequence[str]) -> list[tuple[str, Path]]:
+    """(name, folder) of each ``NAME=PATH`` or ``PATH`` argument. Names must be unique and,
+    with several sources, plain words: they prefix song ids and name report entries and files."""
+    out = []
+    for spec in specs:
+        name, eq, rest = spec.partition("=")
+        if eq and SOURCE_NAME.fullmatch(name) and rest:
+            out.append((name, Path(rest)))
+        else:
+            out.append((source_name(Path(spec)), Path(spec)))
+    names = [n for n, _ in out]
+    if len(specs) > 1:
+        for name, folder in out:
+            if not SOURCE_NAME.fullmatch(name):
+                raise DatasetError(f"cannot name the source {folder} {name!r}; write it as NAME=PATH (NAME: letters, "
+                                   "digits, '_', '.', '-')")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise DatasetError(f"two sources are named {dup[0]!r}; write them as NAME=PATH with different names")
+    return out

@@ -4,13 +4,16 @@ loudness agreement, plots and the JSON report.
 Song-level predictions use the project's vote (shared.vote.song_verdict: the mode of the
 chunk votes, ties broken by the summed probabilities, then by genre name), so evaluation
 scores exactly what the services emit.
+
+Chunks may come from several sources (datasets: real recordings, MIDI renders); each
+report then carries the pooled figures at the top and each source's under "sources".
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -38,15 +41,58 @@ def vote(probabilities: np.ndarray, genres: Sequence[str] | None = None) -> int:
 
 @dataclass
 class LabelledChunks:
-    """Chunks of many songs with their song's genre and id, in song order."""
+    """Chunks of many songs with their song's genre and id, in song order; `sources`
+    (per chunk) names each chunk's dataset when several are pooled."""
 
     features: list[ChunkFeatures]
     labels: list[str]
     songs: list[str]
     n_samples: list[int] | None = None
+    sources: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.features)
+
+
+def select(chunks: LabelledChunks, idx: Sequence[int]) -> LabelledChunks:
+    """The chunks at positions `idx`."""
+    def pick(xs: list | None) -> list | None:
+        return None if xs is None else [xs[i] for i in idx]
+
+    return LabelledChunks(pick(chunks.features), pick(chunks.labels), pick(chunks.songs), pick(chunks.n_samples),
+                          pick(chunks.sources))
+
+
+def concat_chunks(parts: Sequence[LabelledChunks]) -> LabelledChunks:
+    """The parts one after the other (n_samples and sources kept when every part has them)."""
+    def cat(attr: str) -> list | None:
+        lists = [getattr(c, attr) for c in parts]
+        return None if any(x is None for x in lists) else [v for x in lists for v in x]
+
+    return LabelledChunks(cat("features") or [], cat("labels") or [], cat("songs") or [], cat("n_samples"), cat("sources"))
+
+
+def pool_sources(parts: Sequence[tuple[str, LabelledChunks, Sequence[str]]]) -> tuple[LabelledChunks, list[str]]:
+    """One chunk set and its per-chunk groups from (name, chunks, groups) of several sources.
+
+    Song and group ids get 'NAME:' in front, so the same file name or artist in two
+    sources stays two songs or groups, and each chunk records its source for per-source
+    scores. A single source is returned as it is (its ids unchanged)."""
+    if len(parts) == 1:
+        return parts[0][1], list(parts[0][2])
+    names = [n for n, _, _ in parts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"source names must differ, got {names}")
+    pooled = concat_chunks([replace(c, songs=[f"{n}:{s}" for s in c.songs], sources=[n] * len(c)) for n, c, _ in parts])
+    return pooled, [f"{n}:{g}" for n, _, groups in parts for g in groups]
+
+
+def songs_per_source(chunks: LabelledChunks) -> dict[str, int]:
+    """Number of songs of each source, in first-seen order (empty for a single source)."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for song, src in zip(chunks.songs, chunks.sources or []):
+        seen[src].add(song)
+    return {src: len(songs) for src, songs in seen.items()}
 
 
 def chunks_from_results(results: Sequence[Any], genres: Sequence[str], groups: Sequence[str] | None = None) -> tuple[LabelledChunks, list[str]]:
@@ -100,7 +146,8 @@ def confusion(truth: Sequence[str], pred: Sequence[str], genres: Sequence[str]) 
 
 
 def score(probs: np.ndarray, chunks: LabelledChunks, genres: Sequence[str]) -> dict[str, Any]:
-    """Chunk and song accuracy, per-genre precision/recall/F1 (song level), confusions."""
+    """Chunk and song accuracy, per-genre precision/recall/F1 (song level), confusions;
+    with pooled sources also each source's own score under "sources"."""
     genres = list(genres)
     chunk_pred = [genres[i] for i in np.asarray(probs).argmax(axis=1)]
     chunk_acc = float(np.mean([p == t for p, t in zip(chunk_pred, chunks.labels)])) if len(chunks) else 0.0
@@ -111,7 +158,7 @@ def score(probs: np.ndarray, chunks: LabelledChunks, genres: Sequence[str]) -> d
     pred = [song_pred[s] for s in songs]
     song_acc = float(np.mean([p == t for p, t in zip(pred, truth)])) if songs else 0.0
     labels_all = sorted(set(genres) | set(truth))
-    return {
+    report = {
         "song_accuracy": round(song_acc, 4),
         "chunk_accuracy": round(chunk_acc, 4),
         "songs": len(songs),
@@ -124,6 +171,18 @@ def score(probs: np.ndarray, chunks: LabelledChunks, genres: Sequence[str]) -> d
         "unknown_genres": sorted(set(truth) - set(genres)),
         "predictions": [{"song": s, "truth": t, "predicted": p} for s, t, p in zip(songs, truth, pred)],
     }
+    if chunks.sources is not None:
+        report["sources"] = score_by_source(probs, chunks, genres)
+    return report
+
+
+def score_by_source(probs: np.ndarray, chunks: LabelledChunks, genres: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """score() of each source's chunks alone, sources in first-seen order."""
+    probs = np.asarray(probs)
+    at: dict[str, list[int]] = defaultdict(list)
+    for i, src in enumerate(chunks.sources or []):
+        at[src].append(i)
+    return {src: score(probs[idx], replace(select(chunks, idx), sources=None), genres) for src, idx in at.items()}
 
 
 def song_agreement(a: Mapping[str, str], b: Mapping[str, str]) -> float:
@@ -200,6 +259,17 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
     return Path(path)
 
 
+def plot_confusions(report: Mapping[str, Any], out: Path, title: str) -> list[Path]:
+    """confusion.png of the (pooled) song scores and confusion-NAME.png of each source's."""
+    paths = []
+    for name, r in [("", report), *(report.get("sources") or {}).items()]:
+        path = out / (f"confusion-{name}.png" if name else "confusion.png")
+        paths.append(plot_confusion(
+            r["confusion"]["matrix"], r["confusion"]["labels"], path,
+            f"{title}{f' on {name}' if name else ''}: song accuracy {r['song_accuracy']:.3f} ({r['songs']} songs)"))
+    return paths
+
+
 def plot_curves(history: Mapping[str, Sequence[float]], path: str | Path, title: str, best_epoch: int | None = None) -> Path:
     plt = _pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
@@ -226,14 +296,21 @@ def plot_curves(history: Mapping[str, Sequence[float]], path: str | Path, title:
 # --------------------------------------------------------------------------------------
 
 
+def source_rows(name: str, report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(label, scores) of a model's pooled line and, indented under it, each source's."""
+    return [(name, report)] + [(f"  {src}", r) for src, r in (report.get("sources") or {}).items()]
+
+
 def format_table(report: Mapping[str, Any]) -> str:
-    lines = [f"model {report.get('model_version', '?')}  ({report.get('songs', 0)} songs, {report.get('chunks', 0)} chunks)"]
-    lines.append(f"{'':<22}{'song acc':>9}{'chunk acc':>11}")
+    head = f"model {report.get('model_version', '?')}  ({report.get('songs', 0)} songs, {report.get('chunks', 0)} chunks"
+    if report.get("sources"):
+        head += "; " + ", ".join(f"{src} {r['songs']}" for src, r in report["sources"].items())
+    lines = [head + ")", f"{'':<22}{'song acc':>9}{'chunk acc':>11}"]
     rows = [("model", report)]
     for key in ("seed", "baseline"):
         if isinstance(report.get(key), Mapping):
             rows.append((key, report[key]))
-    for name, r in rows:
+    for name, r in [row for name, r in rows for row in source_rows(name, r)]:
         lines.append(f"{name:<22}{r['song_accuracy']:>9.3f}{r['chunk_accuracy']:>11.3f}")
     for name, r in rows:
         ga = r.get("gain_agreement")

@@ -1,5 +1,6 @@
-"""`genre crossval DATASET`: K-fold cross-validation by artist of architectures and the
-baseline, over all songs of a dataset (both sides of a split)."""
+"""`genre crossval DATASET [DATASET ...]`: K-fold cross-validation by artist of architectures
+and the baseline, over all songs of one or several datasets (both sides of a split),
+scored per source and pooled."""
 
 from __future__ import annotations
 
@@ -25,10 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "disjoint validation split of the training side) and the classical baseline, then score the "
             "held-out songs as `genre evaluate` does (song = mode of the chunk votes). Prints pooled and per-"
             "fold song accuracy and the first arch's gain over each other model. On a small dataset this "
-            "is a steadier comparison than one test split."
+            "is a steadier comparison than one test split. Several datasets (sources, each optionally NAME=PATH) "
+            "are pooled into the folds (their artists kept apart by the source name) and scored per source too."
         ),
     )
-    p.add_argument("dataset", help="dataset folder: a split (train/ and test/) or a <genre>/* tree")
+    p.add_argument("datasets", nargs="+", metavar="DATASET",
+                   help="dataset folder: a split (train/ and test/) or a <genre>/* tree, optionally NAME=PATH (name "
+                        "default: the folder name)")
     p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     p.add_argument("--arch", dest="archs", action="append", choices=ARCHES, metavar="ARCH",
                    help="architecture to cross-validate, repeatable; the first is compared with the others "
@@ -39,51 +43,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--group-by", choices=("artist", "song"), default="artist",
                    help="keep each artist's songs in one fold (default; the artist comes from --manifest, else from "
                         "an 'artist-title' file name, else the song is its own group) or only each song's chunks")
-    p.add_argument("--manifest", help="CSV (path,genre,artist) naming artists (default: split.csv or manifest.csv "
-                                      "beside the songs)")
+    p.add_argument("--manifest", action="append",
+                   help="CSV (path,genre,artist) naming artists, one per DATASET in order, '' for a dataset's own "
+                        "(default: each dataset's split.csv or manifest.csv beside the songs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and the training (default 0)")
-    p.add_argument("--out", help="folder for crossval.json and confusion.png (the first arch, pooled over folds)")
+    p.add_argument("--out", help="folder for crossval.json and confusion.png (the first arch, pooled over folds; "
+                                 "also confusion-NAME.png per source when several)")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     add_training_arguments(p)
     p.set_defaults(func=run)
 
 
-def _all_songs(args: argparse.Namespace):
-    """Chunks and groups of every song under the dataset, both sides of a split."""
-    from shared.cli.train import load_training_features
-    from shared.dataset import artist_from_name
-    from shared.evaluation import LabelledChunks
+def _both_sides(root: Path) -> list[Path]:
+    return [root / "train", root / "test"] if (root / "train").is_dir() and (root / "test").is_dir() else [root]
 
-    root = Path(args.dataset)
-    if not root.is_dir():
-        raise CliError(f"{root} is not a folder", EXIT_USAGE)
-    sides = [root / "train", root / "test"] if (root / "train").is_dir() and (root / "test").is_dir() else [root]
-    chunks, groups = LabelledChunks([], [], [], []), []
-    for side in sides:
-        c, g, _, _ = load_training_features(args, side)
-        chunks.features += c.features
-        chunks.labels += c.labels
-        chunks.songs += c.songs
-        chunks.n_samples += c.n_samples
-        groups += g
-    if args.group_by == "song":
-        return chunks, [f"song:{s}" for s in chunks.songs]
-    named = {s: artist_from_name(Path(s)) for s in set(chunks.songs)}
-    return chunks, [f"artist:{named[s]}" if g.startswith("song:") and named[s] else g for g, s in zip(groups, chunks.songs)]
+
+def _all_songs(args: argparse.Namespace, sources):
+    """Chunks and groups of every song under the datasets, both sides of a split."""
+    from shared.cli.train import load_sources, warn_skipped
+    from shared.dataset import artist_from_name
+
+    def regroup(chunks, groups: list[str]) -> list[str]:
+        if args.group_by == "song":
+            return [f"song:{s}" for s in chunks.songs]
+        named = {s: artist_from_name(Path(s)) for s in set(chunks.songs)}
+        return [f"artist:{named[s]}" if g.startswith("song:") and named[s] else g for g, s in zip(groups, chunks.songs)]
+
+    chunks, groups, _, failed = load_sources(args, sources, folders=_both_sides, regroup=regroup)
+    warn_skipped(failed)
+    return chunks, groups
 
 
 def run(args: argparse.Namespace) -> int:
     from shared.tf_import import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    from shared.cli.train import set_tf_threads
+    from shared.cli.train import dataset_sources, set_tf_threads
     from shared.crossval import CrossValidationError, cross_validate, format_crossval
-    from shared.evaluation import plot_confusion
+    from shared.evaluation import plot_confusions
 
     archs = args.archs or ["default", "seed"]
     if args.test_chunks < 0:
         raise CliError("--test-chunks must be 0 (all) or more", EXIT_USAGE)
-    chunks, groups = _all_songs(args)
+    sources = dataset_sources(args.datasets, args.manifest)
+    chunks, groups = _all_songs(args, sources)
     set_tf_threads(args.threads)
     n_songs = len(set(chunks.songs))
     print(f"{n_songs} songs, {len(chunks)} chunks, {len(set(groups))} groups, {len(set(chunks.labels))} genres; "
@@ -102,14 +105,12 @@ def run(args: argparse.Namespace) -> int:
         )
     except CrossValidationError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
-    report["dataset"] = str(args.dataset)
+    report["dataset"] = args.datasets[0] if len(sources) == 1 else {n: str(f) for n, f, _ in sources}
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "crossval.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         first = report["models"][archs[0]]
-        plot_confusion(first["confusion"]["matrix"], first["confusion"]["labels"], out / "confusion.png",
-                       f"{archs[0]}, {args.folds}-fold by artist: song accuracy {first['song_accuracy']:.3f} "
-                       f"({first['songs']} songs)")
+        plot_confusions(first, out, f"{archs[0]}, {args.folds}-fold by artist")
     print(json.dumps(report, indent=2) if args.json else format_crossval(report))
     return 0

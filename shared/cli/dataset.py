@@ -18,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Split a labelled collection into DEST/train/<genre>/ and DEST/test/<genre>/. SRC may be the "
             "ancestor's train|test/<genre>/* layout (pooled and re-split), GTZAN's genres/<genre>/*.au, a flat "
-            "<genre>/* tree, or any folder with --manifest CSV (columns path,genre,artist). The split is "
-            "deterministic for --seed, stratified per genre, and keeps each group (artist or song) on one side. "
+            "<genre>/* tree, or any folder with --manifest CSV (columns path,genre,artist[,split]). The split is "
+            "deterministic for --seed, stratified per genre, and keeps each group (artist or song) on one side; "
+            "a manifest with a split column (train or test on every row) is split exactly as it says instead. "
             "Files are hard-linked (symlinked across file systems) unless --copy. DEST/split.csv records it."
         ),
     )
@@ -30,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--group-by", choices=("artist", "song"), default="song",
                    help="keep each artist's songs on one side (artist from the manifest, else from "
                         "'artist-title' file names), or split songs freely (default song)")
-    s.add_argument("--manifest", help="CSV with columns path,genre[,artist]; relative paths from the CSV's folder or SRC")
+    s.add_argument("--manifest", help="CSV with columns path,genre[,artist][,split]; relative paths from the CSV's "
+                                      "folder or SRC; a split column (train/test) decides the sides")
     s.add_argument("--copy", action="store_true", help="copy files instead of linking them")
     s.add_argument("--no-probe", action="store_true", help="skip checking every file with ffprobe (faster)")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -53,13 +55,14 @@ def run_split(args: argparse.Namespace) -> int:
     problems = report.problems()
     if args.json:
         print(json.dumps({
-            "layout": report.layout, "counts": report.counts, "groups": report.groups,
+            "layout": report.layout, "split_from": report.split_from, "counts": report.counts, "groups": report.groups,
             "unreadable": [{"path": p, "reason": r} for p, r in report.unreadable],
             "empty_genres": report.empty_genres, "missing_side": report.one_sided,
             "ignored_files": len(report.ignored), "problems": problems,
         }, indent=2, ensure_ascii=False))
     else:
-        print(f"layout: {report.layout}; group by {args.group_by}; seed {args.seed}")
+        how = "the manifest's split column" if report.split_from == "manifest" else f"seed {args.seed}"
+        print(f"layout: {report.layout}; group by {args.group_by}; split by {how}")
         print(report.table())
         if report.ignored:
             print(f"{len(report.ignored)} non-audio files ignored")

@@ -1,4 +1,5 @@
-"""`genre evaluate MODEL DATASET/test`: song- and chunk-level scores, baseline, seed, plots."""
+"""`genre evaluate MODEL DATASET/test [DIR ...]`: song- and chunk-level scores (per source and
+pooled), baseline, seed, plots."""
 
 from __future__ import annotations
 
@@ -22,20 +23,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "per-genre precision/recall/F1, a classical baseline (logistic regression on per-chunk MFCC and "
             "contrast mean/std) trained on the train side of the same split, the ancestor's seed architecture "
             "(--seed-model, or trained identically on the train side unless --no-seed), and the agreement of "
-            "the song verdicts when the test audio is scaled by each --gain (dB)."
+            "the song verdicts when the test audio is scaled by each --gain (dB). With several test folders "
+            "(sources, each optionally NAME=PATH) every score is given per source and pooled over all of them."
         ),
     )
     p.add_argument("model", help="model artifact folder")
-    p.add_argument("test", help="test side of a split: <genre>/* (e.g. DATASET/test)")
-    p.add_argument("--train", help="train side for the baseline and seed (default: the sibling 'train' folder)")
-    p.add_argument("--manifest", help="CSV naming artists (for the seed model's validation split), as for train")
+    p.add_argument("tests", nargs="+", metavar="DIR",
+                   help="test side of a split: <genre>/* (e.g. DATASET/test), optionally NAME=PATH (name default: "
+                        "the dataset folder's name); several are scored separately and pooled")
+    p.add_argument("--train", action="append",
+                   help="train side for the baseline and seed, one per DIR in order (default: each DIR's sibling "
+                        "'train' folder)")
+    p.add_argument("--manifest", action="append",
+                   help="CSV naming artists (for the seed model's validation split), one per DIR in order, '' for a "
+                        "folder's own, as for train")
     p.add_argument("--seed-model", help="a trained --arch seed artifact to report (default: train one identically)")
     p.add_argument("--no-seed", action="store_true", help="do not report the seed architecture")
     p.add_argument("--no-baseline", action="store_true", help="do not train and report the classical baseline")
     p.add_argument("--gain", dest="gains", type=float, action="append", metavar="DB",
                    help="a gain in dB for the loudness check, repeatable (default: --gain -12 --gain 6)")
     p.add_argument("--no-gain-check", action="store_true", help="skip the loudness check")
-    p.add_argument("--out", help="folder for report.json, confusion.png and curves.png")
+    p.add_argument("--out", help="folder for report.json, confusion.png (pooled), confusion-NAME.png (each source "
+                                 "when several) and curves.png")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("--jobs", type=int, default=0, help="feature-extraction processes (default: all cores)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow threads (default 0: TensorFlow decides)")
@@ -45,35 +54,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _labelled(root: Path, args: argparse.Namespace, gain_db: float = 0.0, desc: str = "features"):
-    from shared.dataset import DatasetError, load_labelled_songs
-    from shared.evaluation import chunks_from_results
-    from shared.feature_cache import extract_songs
-
-    try:
-        songs = load_labelled_songs(root, manifest=args.manifest)
-    except DatasetError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from exc
-    if not songs:
-        raise CliError(f"no audio files under {root}/<genre>/", EXIT_USAGE)
-    results = extract_songs(
-        [s[0] for s in songs], jobs=args.jobs, backend=args.backend, gain_db=gain_db,
-        use_cache=not args.no_cache, progress=sys.stderr.isatty(), desc=desc,
-    )
-    failed = [(r.path, r.error) for r in results if r.error]
-    ok = [(r, s) for r, s in zip(results, songs) if not r.error]
-    chunks, groups = chunks_from_results([r for r, _ in ok], [s[1] for _, s in ok], [s[2] for _, s in ok])
-    return chunks, groups, failed
-
-
 def run(args: argparse.Namespace) -> int:
     from shared.tf_import import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     import os
 
-    from shared.cli.train import set_tf_threads
-    from shared.evaluation import baseline, format_table, plot_confusion, plot_curves, score, song_agreement, song_predictions
+    from shared.cli.train import dataset_sources, load_sources, set_tf_threads, warn_skipped
+    from shared.evaluation import baseline, format_table, plot_confusions, plot_curves, score, song_agreement, song_predictions
     from shared.model import ModelArtifact, ModelLoadError
 
     args.jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
@@ -83,17 +71,18 @@ def run(args: argparse.Namespace) -> int:
         model = ModelArtifact.load(args.model)
     except ModelLoadError as exc:
         raise CliError(str(exc)) from exc
-    test_root = Path(args.test)
-    if not test_root.is_dir():
-        raise CliError(f"{test_root} is not a folder", EXIT_USAGE)
-    train_root = Path(args.train) if args.train else test_root.parent / "train"
+    sources = dataset_sources(args.tests, args.manifest)
+    if args.train and len(args.train) != len(sources):
+        raise CliError(f"{len(args.train)} --train for {len(sources)} test folders; give one per test folder, in "
+                       "order, or none (each test folder's sibling 'train' is used)", EXIT_USAGE)
+    train_roots = [Path(t) for t in args.train] if args.train else [f.parent / "train" for _, f, _ in sources]
+    train_sources = [(n, t, m) for (n, _, m), t in zip(sources, train_roots)]
 
     t0 = time.perf_counter()
-    test, _, failed = _labelled(test_root, args, desc="test features")
-    for path, why in failed:
-        print(f"warning: skipped {path}: {why}", file=sys.stderr)
+    test, _, _, failed = load_sources(args, sources, desc="test features")
+    warn_skipped(failed)
     if not len(test):
-        raise CliError(f"no readable songs under {test_root}", 1)
+        raise CliError(f"no readable songs under {', '.join(str(f) for _, f, _ in sources)}", 1)
     t1 = time.perf_counter()
     probs = model.predict(test.features)
     predict_s = time.perf_counter() - t1
@@ -102,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         "model": str(args.model),
         "model_version": model.version,
         "arch": model.metadata.get("arch"),
-        "test": str(test_root),
+        "test": str(sources[0][1]) if len(sources) == 1 else {n: str(f) for n, f, _ in sources},
         "skipped_songs": [{"path": p, "reason": r} for p, r in failed],
         "inference_ms_per_chunk": round(1000 * predict_s / len(test), 3),
         "device": model.device,
@@ -112,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     report["gain_agreement"] = {}
     scaled_sets = {}
     for g in gains:
-        scaled, _, _ = _labelled(test_root, args, gain_db=g, desc=f"test {g:+g} dB")
+        scaled, _, _, _ = load_sources(args, sources, gain_db=g, desc=f"test {g:+g} dB")
         scaled_sets[g] = scaled
         p_g = model.predict(scaled.features)
         report["gain_agreement"][f"{g:+g}"] = song_agreement(verdicts0, song_predictions(p_g, scaled.songs, model.genres))
@@ -120,11 +109,12 @@ def run(args: argparse.Namespace) -> int:
 
     train = train_groups = None
     if not (args.no_baseline and (args.no_seed or args.seed_model)):
-        if not train_root.is_dir():
-            print(f"warning: no train side at {train_root}; baseline and seed are not reported "
+        missing = [str(t) for t in train_roots if not t.is_dir()]
+        if missing:
+            print(f"warning: no train side at {', '.join(missing)}; baseline and seed are not reported "
                   "(give --train)", file=sys.stderr)
         else:
-            train, train_groups, _ = _labelled(train_root, args, desc="train features")
+            train, train_groups, _, _ = load_sources(args, train_sources, desc="train features")
 
     report["baseline"] = None
     if not args.no_baseline and train is not None:
@@ -160,9 +150,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        cm = report["confusion"]
-        plot_confusion(cm["matrix"], cm["labels"], out / "confusion.png",
-                       f"{model.version}: song accuracy {report['song_accuracy']:.3f} ({report['songs']} songs)")
+        plot_confusions(report, out, model.version)
         tr = model.metadata.get("training", {})
         if tr.get("history"):
             plot_curves(tr["history"], out / "curves.png", f"{model.version} ({model.metadata.get('arch')})",
@@ -175,8 +163,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _slim(report: dict, keep_predictions: bool) -> dict:
+    """The report without per-song predictions (also in its per-source parts) unless kept."""
     if not keep_predictions:
-        report.pop("predictions", None)
+        for r in [report, *report.get("sources", {}).values()]:
+            r.pop("predictions", None)
     return report
 
 

@@ -1,4 +1,4 @@
-"""`genre train DATASET --out models/NAME`: extract (cached, in parallel) and train."""
+"""`genre train DATASET [DATASET ...] --out models/NAME`: extract (cached, in parallel) and train."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 from shared.cli import EXIT_USAGE, CliError
 
@@ -24,17 +25,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Decode and chunk every song, extract features with the services' own code (in parallel, cached "
             "on disk by content hash), train the chosen architecture and write a model artifact folder "
             "(model.keras + metadata.json + curves.png). Label indices come from the sorted genre names. "
-            "Uses DATASET/train when it exists, else DATASET itself as a <genre>/* tree."
+            "Uses DATASET/train when it exists, else DATASET itself as a <genre>/* tree. Several datasets "
+            "(sources, each optionally NAME=PATH) are pooled: their genres are united, their song and artist ids "
+            "kept apart by the source name."
         ),
     )
-    p.add_argument("dataset", help="dataset folder (DATASET/train/<genre>/* or <genre>/*)")
+    p.add_argument("datasets", nargs="+", metavar="DATASET",
+                   help="dataset folder (DATASET/train/<genre>/* or <genre>/*), optionally NAME=PATH (name default: "
+                        "the folder name); several are trained on together")
     p.add_argument("--out", required=True, help="artifact folder to write (e.g. models/mine)")
     p.add_argument("--arch", choices=ARCHES, default="default",
                    help="network: default (= merged conv net, level-invariant inputs), merged, mfcc, contrast, "
                         "seed (the ancestor's Conv+LSTM model), tiny (for tests)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--manifest", help="CSV (path,genre,artist) naming artists, so validation is split by artist "
-                                      "(default: DATASET/split.csv when present, else by song)")
+    p.add_argument("--manifest", action="append",
+                   help="CSV (path,genre,artist) naming artists, so validation is split by artist; one per DATASET, "
+                        "in order, '' for a dataset's own (default: each DATASET's split.csv or manifest.csv when "
+                        "present, else by song)")
     p.add_argument("--name", help="model name used in the version (default: the --out folder name)")
     add_training_arguments(p)
     p.set_defaults(func=run)
@@ -66,29 +73,74 @@ def set_tf_threads(threads: int) -> None:
         logger.debug("cannot set TensorFlow threads: %s", exc)
 
 
-def load_training_features(args: argparse.Namespace, root: Path):
-    """(LabelledChunks, groups per chunk, song list, failures) of the training side."""
+Source = tuple[str, Path, str | None]  # (name, folder, manifest)
+
+
+def dataset_sources(specs: Sequence[str], manifests: Sequence[str] | None) -> list[Source]:
+    """(name, folder, manifest) of each dataset argument, with --manifest given once per
+    dataset (an empty one: the dataset's own) or not at all; usage errors say what to give."""
+    from shared.dataset import DatasetError, parse_sources
+
+    try:
+        sources = parse_sources(specs)
+    except DatasetError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    manifests = list(manifests or [])
+    if manifests and len(manifests) != len(sources):
+        raise CliError(f"{len(manifests)} --manifest for {len(sources)} datasets; give one per dataset, in order, "
+                       "or none (each dataset's own split.csv or manifest.csv is used)", EXIT_USAGE)
+    for _, folder in sources:
+        if not folder.is_dir():
+            raise CliError(f"{folder} is not a folder", EXIT_USAGE)
+    return [(n, f, m or None) for (n, f), m in zip(sources, manifests or [None] * len(sources))]
+
+
+def load_training_features(args: argparse.Namespace, root: Path, manifest: str | None = None, *,
+                           gain_db: float = 0.0, desc: str = "features"):
+    """(LabelledChunks, groups per chunk, song list, failures) of the songs under root/<genre>/."""
     from shared.dataset import DatasetError, load_labelled_songs
     from shared.evaluation import chunks_from_results
     from shared.feature_cache import extract_songs
     from shared.featurespec import DEFAULT_SPEC
 
     try:
-        songs = load_labelled_songs(root, manifest=getattr(args, "manifest", None))
+        songs = load_labelled_songs(root, manifest=manifest)
     except DatasetError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     if not songs:
         raise CliError(f"no audio files under {root}/<genre>/", EXIT_USAGE)
     results = extract_songs(
-        [s[0] for s in songs], DEFAULT_SPEC, jobs=max(1, args.jobs), backend=args.backend,
-        use_cache=not args.no_cache, progress=sys.stderr.isatty(), desc="features",
+        [s[0] for s in songs], DEFAULT_SPEC, jobs=max(1, args.jobs), backend=args.backend, gain_db=gain_db,
+        use_cache=not args.no_cache, progress=sys.stderr.isatty(), desc=desc,
     )
     failed = [(r.path, r.error) for r in results if r.error]
-    for path, why in failed:
-        print(f"warning: skipped {path}: {why}", file=sys.stderr)
     ok = [(r, s) for r, s in zip(results, songs) if not r.error]
     chunks, groups = chunks_from_results([r for r, _ in ok], [s[1] for _, s in ok], [s[2] for _, s in ok])
     return chunks, groups, songs, failed
+
+
+def load_sources(args: argparse.Namespace, sources: Sequence[Source], *,
+                 folders: Callable[[Path], list[Path]] = lambda f: [f],
+                 regroup: Callable | None = None, gain_db: float = 0.0, desc: str = "features"):
+    """(chunks, groups, songs found, failures) of every source's `folders`, pooled by
+    pool_sources; `regroup(chunks, groups)` adjusts a source's groups before its ids get the prefix."""
+    from shared.evaluation import concat_chunks, pool_sources
+
+    parts, n_songs, failed = [], 0, []
+    for name, folder, manifest in sources:
+        loaded = [load_training_features(args, root, manifest, gain_db=gain_db, desc=desc) for root in folders(folder)]
+        chunks = concat_chunks([c for c, _, _, _ in loaded])
+        groups = [g for _, gs, _, _ in loaded for g in gs]
+        parts.append((name, chunks, regroup(chunks, groups) if regroup else groups))
+        n_songs += sum(len(s) for _, _, s, _ in loaded)
+        failed += [f for *_, fs in loaded for f in fs]
+    chunks, groups = pool_sources(parts)
+    return chunks, groups, n_songs, failed
+
+
+def warn_skipped(failed: Sequence[tuple[str, str]]) -> None:
+    for path, why in failed:
+        print(f"warning: skipped {path}: {why}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,29 +148,35 @@ def run(args: argparse.Namespace) -> int:
 
     import_tensorflow_quietly()
     from shared.dataset import training_side
-    from shared.evaluation import plot_curves
+    from shared.evaluation import plot_curves, songs_per_source
     from shared.training import train_model
 
-    root = training_side(args.dataset)
-    if not root.is_dir():
-        raise CliError(f"{args.dataset} is not a folder", EXIT_USAGE)
+    sources = dataset_sources(args.datasets, args.manifest)
     out = Path(args.out)
     t0 = time.perf_counter()
-    chunks, groups, songs, failed = load_training_features(args, root)
+    chunks, groups, n_songs, failed = load_sources(args, sources, folders=lambda f: [training_side(f)])
+    warn_skipped(failed)
     t_feat = time.perf_counter() - t0
     genres = sorted(set(chunks.labels))
     if len(genres) < 2:
-        raise CliError(f"need at least two genres with readable songs under {root}, found {genres}", EXIT_USAGE)
-    print(f"{len(songs) - len(failed)} songs, {len(chunks)} chunks, {len(genres)} genres: {', '.join(genres)} "
-          f"(features in {t_feat:.0f} s)", file=sys.stderr)
+        where = ", ".join(str(training_side(f)) for _, f, _ in sources)
+        raise CliError(f"need at least two genres with readable songs under {where}, found {genres}", EXIT_USAGE)
+    per_source = songs_per_source(chunks)
+    print(f"{n_songs - len(failed)} songs, {len(chunks)} chunks, {len(genres)} genres: {', '.join(genres)} "
+          + (f"({', '.join(f'{n} {k}' for n, k in per_source.items())}) " if per_source else "")
+          + f"(features in {t_feat:.0f} s)", file=sys.stderr)
+    several = len(sources) > 1
+    training_meta = {"dataset": "+".join(n for n, _, _ in sources) if several else sources[0][1].name,
+                     "songs": n_songs - len(failed), "skipped_songs": len(failed), "backend": args.backend}
+    if several:
+        training_meta["sources"] = {n: {"path": str(f), "songs": per_source.get(n, 0)} for n, f, _ in sources}
     set_tf_threads(args.threads)
     t1 = time.perf_counter()
     artifact = train_model(
         chunks.features, chunks.labels, groups, arch=args.arch, epochs=args.epochs, seed=args.seed,
         validation_fraction=args.validation_fraction, name=args.name or out.name, progress=sys.stderr.isatty(),
         patience=args.patience, songs=chunks.songs, n_samples=chunks.n_samples,
-        extra_metadata={"training": {"dataset": str(Path(args.dataset).name), "songs": len(songs) - len(failed),
-                                     "skipped_songs": len(failed), "backend": args.backend}},
+        extra_metadata={"training": training_meta},
     )
     t_train = time.perf_counter() - t1
     artifact.metadata["created"] = {"train_seconds": round(t_train, 1), "feature_seconds": round(t_feat, 1)}

@@ -80,3 +80,78 @@ def test_crossval_scores_every_song_by_artist(synth_collection, tmp_path, monkey
     # too many folds for the groups: a usage error that says what to do
     assert main(["crossval", str(synth_collection), "--folds", "50", "--arch", "tiny", "--jobs", "1"]) == 2
     assert "cannot fill 50 folds" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def numbered_collection(tmp_path_factory):
+    """A second source laid out like the real recordings: data/<genre>/<n>.wav (the same names in
+    every genre) and a manifest naming artists and a fixed, artist-disjoint split."""
+    root = tmp_path_factory.mktemp("numbered")
+    rows = []
+    for g, genre in enumerate(SYNTH_GENRES):
+        for k in range(1, 9):
+            write_audio(root / "data" / genre / f"{k}.wav", make_song(genre, 30.0, seed=900 + 41 * g + k))
+            # the artists have the names the first source's file names give it: only the source keeps them apart
+            rows.append(f"data/{genre}/{k}.wav,{genre},{genre}man{k % 4},{'test' if k % 4 == 0 else 'train'}")
+    (root / "meta.csv").write_text("path,genre,artist,split\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def test_train_and_evaluate_two_sources(synth_collection, numbered_collection, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GENRE_CACHE_DIR", str(tmp_path / "cache"))
+    real, midi = tmp_path / "real", tmp_path / "midi"
+    assert main(["dataset", "split", str(synth_collection), str(real), "--test-fraction", "0.4",
+                 "--group-by", "artist", "--no-probe"]) == 0
+    assert main(["dataset", "split", str(numbered_collection), str(midi), "--manifest",
+                 str(numbered_collection / "meta.csv"), "--group-by", "artist", "--json", "--no-probe"]) == 0
+    capsys.readouterr()
+    model = tmp_path / "models" / "two"
+    assert main(["train", f"real={real}", str(midi), "--out", str(model), "--arch", "tiny", "--epochs", "40",
+                 "--jobs", "1", "--threads", "1"]) == 0
+    meta = json.loads((model / "metadata.json").read_text())
+    tr = meta["training"]
+    assert meta["genres"] == sorted(SYNTH_GENRES)
+    assert tr["sources"] == {"real": {"path": str(real), "songs": 12}, "midi": {"path": str(midi), "songs": 12}}
+    # 3 + 3 artists on each train side, same names in both sources: 12 groups only if they are kept apart
+    assert tr["groups_train"] + tr["groups_validation"] == 12
+    capsys.readouterr()
+    out = tmp_path / "report"
+    assert main(["evaluate", str(model), f"real={real / 'test'}", str(midi / "test"), "--json", "--out", str(out),
+                 "--no-seed", "--gain", "6", "--jobs", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["songs"] == 12 and report["test"] == {"real": str(real / "test"), "midi": str(midi / "test")}
+    assert list(report["sources"]) == ["real", "midi"]
+    r, m = report["sources"]["real"], report["sources"]["midi"]
+    assert (r["songs"], m["songs"]) == (8, 4) and r["chunks"] + m["chunks"] == report["chunks"]
+    assert r["songs_correct"] + m["songs_correct"] == report["songs_correct"]
+    assert report["song_accuracy"] >= 0.9 and min(r["song_accuracy"], m["song_accuracy"]) >= 0.75
+    assert "predictions" not in r and set(report["baseline"]["sources"]) == {"real", "midi"}
+    assert report["gain_agreement"]["+6"] >= 0.9
+    assert json.loads((out / "report.json").read_text())["sources"]["midi"]["songs"] == 4
+    for name in ("confusion.png", "confusion-real.png", "confusion-midi.png"):
+        assert (out / name).stat().st_size > 1000
+    # the text table gives each source under the pooled line
+    assert main(["evaluate", str(model), f"real={real / 'test'}", str(midi / "test"), "--no-seed", "--no-baseline",
+                 "--no-gain-check", "--jobs", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "(12 songs," in table and "; real 8, midi 4)" in table
+    assert [ln.split()[0] for ln in table.splitlines()[2:5]] == ["model", "real", "midi"]
+    # one --manifest per dataset or none
+    assert main(["evaluate", str(model), str(real / "test"), str(midi / "test"), "--manifest", "x.csv"]) == 2
+    assert "1 --manifest for 2 datasets" in capsys.readouterr().err
+
+
+def test_crossval_two_sources(synth_collection, numbered_collection, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GENRE_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "cv"
+    assert main(["crossval", f"synth={synth_collection}", str(numbered_collection / "data"), "--manifest", "",
+                 "--manifest", str(numbered_collection / "meta.csv"), "--folds", "3", "--arch", "tiny",
+                 "--epochs", "20", "--test-chunks", "1", "--no-baseline", "--jobs", "1", "--threads", "1",
+                 "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    tiny = report["models"]["tiny"]
+    assert tiny["songs"] == 36 and {k: v["songs"] for k, v in tiny["sources"].items()} == {"synth": 20, "data": 16}
+    # 10 artists from the file names + 8 from the manifest, each in one fold
+    assert sum(row["groups"] for row in report["per_fold"]) == 18
+    for name in ("confusion.png", "confusion-synth.png", "confusion-data.png"):
+        assert (out / name).stat().st_size > 1000

@@ -128,3 +128,27 @@ def test_cross_validate_with_all_chunks_counts_the_spoilt_ones():
     assert m["chunk_accuracy"] == 0.75  # the 4th chunk of every song is predicted wrong
     assert m["song_accuracy"] == 1.0  # and out-voted
     assert list(report["models"]) == ["default"] and report["gains"] == {}
+
+
+def test_cross_validate_scores_each_source_and_the_pool():
+    from shared.evaluation import pool_sources
+
+    real, real_groups = _dataset(chunks_per_song=2, spoil_from=2)  # never spoilt: every song right
+    midi, midi_groups = _dataset(chunks_per_song=3, spoil_from=1)  # 2 of 3 chunks spoilt: every song wrong
+    chunks, groups = pool_sources([("real", real, real_groups), ("midi", midi, midi_groups)])
+    report = cross_validate(chunks, groups, folds=4, archs=("default",), train=lambda *a, **k: _SignModel())
+    # the same artist names in both sources are different groups: 16 artists, each held out once
+    assert sum(row["groups"] for row in report["per_fold"]) == 16
+    for name in ("default", BASELINE):
+        m = report["models"][name]
+        assert m["songs"] == 32 and list(m["sources"]) == ["real", "midi"]
+        assert sum(s["songs"] for s in m["sources"].values()) == 32
+    m = report["models"]["default"]
+    assert (m["song_accuracy"], m["chunk_accuracy"]) == (0.5, round((32 + 16) / 80, 4))
+    assert m["sources"]["real"] == {"song_accuracy": 1.0, "chunk_accuracy": 1.0, "songs": 16, "songs_correct": 16,
+                                    "confusion": {"labels": ["a", "b"], "matrix": [[8, 0], [0, 8]]}}
+    assert (m["sources"]["midi"]["song_accuracy"], m["sources"]["midi"]["chunk_accuracy"]) == (0.0, round(16 / 48, 4))
+    assert m["sources"]["midi"]["confusion"]["matrix"] == [[0, 8], [8, 0]]
+    lines = format_crossval(report).splitlines()
+    assert lines[3].split() == ["real", "1.000", "1.000", "(16", "songs)"]
+    assert lines[4].split() == ["midi", "0.000", "0.333", "(16", "songs)"]

@@ -16,6 +16,7 @@ from shared.dataset import (
     discover,
     group_of,
     load_labelled_songs,
+    parse_sources,
     split_dataset,
     split_items,
 )
@@ -194,3 +195,89 @@ def test_load_labelled_songs_ignores_listing_order(tmp_path):
         ("a.wav", "alpha"), ("b.wav", "alpha"), ("a.wav", "mid"), ("b.wav", "mid"), ("a.wav", "zeta"), ("b.wav", "zeta"),
     ]
     assert all(grp.startswith("song:") for _, _, grp in songs)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def test_artists_are_found_by_genre_and_stem_when_stems_repeat_across_genres(tmp_path):
+    # emotify-like: 1.mp3 and 2.mp3 in every genre folder, each by a different artist
+    man = write_csv(tmp_path / "meta" / "emotify.csv", ["path", "genre", "artist"], [
+        ["data/classical/1.mp3", "classical", "Bach Ensemble"],
+        ["data/pop/1.mp3", "pop", "Pop Star"],
+        ["data/classical/2.mp3", "classical", "Other Ensemble"],
+        ["data/pop/2.mp3", "pop", "Pop Star"],
+        ["midi/blues/b_b_king-lucille.mid", "blues", "B.B. King"],  # a render's source row
+        ["elsewhere/lonely.mid", "jazz", "Solo Act"],  # stem unique in the manifest
+    ])
+    root = tmp_path / "train"
+    for rel in ("classical/1.mp3", "classical/2.mp3", "pop/1.mp3", "pop/2.mp3", "rock/1.mp3",
+                "blues/b_b_king-lucille.wav", "ambient/lonely.wav"):
+        touch(root / rel)
+    got = {f"{g}/{p.name}": grp for p, g, grp in load_labelled_songs(root, manifest=man)}
+    assert got == {
+        "classical/1.mp3": "artist:bach ensemble",
+        "classical/2.mp3": "artist:other ensemble",
+        "pop/1.mp3": "artist:pop star",
+        "pop/2.mp3": "artist:pop star",
+        "rock/1.mp3": "song:rock/1.mp3",  # stem 1 is under two genres in the manifest: no guess
+        "blues/b_b_king-lucille.wav": "artist:b.b. king",
+        "ambient/lonely.wav": "artist:solo act",
+    }
+
+
+def test_split_csv_rows_match_their_own_file_first(tmp_path):
+    # the same genre and stem on both sides of a split, by different artists
+    dest = tmp_path / "d"
+    write_csv(dest / "split.csv", ["path", "genre", "artist", "split"],
+              [["train/pop/1.mp3", "pop", "First", "train"], ["test/pop/1.mp3", "pop", "Second", "test"]])
+    touch(dest / "train" / "pop" / "1.mp3")
+    touch(dest / "test" / "pop" / "1.mp3")
+    assert [g for _, _, g in load_labelled_songs(dest / "train")] == ["artist:first"]
+    assert [g for _, _, g in load_labelled_songs(dest / "test")] == ["artist:second"]
+
+
+def test_manifest_split_column_decides_the_sides(tmp_path):
+    src = tmp_path / "audio"
+    rows = []
+    for g in ("classical", "pop"):
+        for k in range(1, 7):
+            touch(src / "data" / g / f"{k}.mp3", f"{g}{k}".encode())
+            rows.append([f"data/{g}/{k}.mp3", g, f"{g} artist {k // 3}", "test" if k >= 5 else "train"])
+    man = write_csv(tmp_path / "meta" / "real.csv", ["path", "genre", "artist", "split"], rows)
+    dest = tmp_path / "dest"
+    report = split_dataset(src, dest, test_fraction=0.5, group_by="artist", manifest=man, probe_audio=False)
+    assert report.split_from == "manifest"
+    assert report.counts == {"classical": {"train": 4, "test": 2}, "pop": {"train": 4, "test": 2}}
+    assert sorted(p.name for p in (dest / "test" / "pop").iterdir()) == ["5.mp3", "6.mp3"]
+    assert report.warnings == ["the manifest's split puts 2 artist groups on both sides (e.g. 'classical artist 1')"]
+    written = {r["path"]: (r["artist"], r["split"]) for r in csv.DictReader(open(dest / "split.csv"))}
+    assert written["test/classical/6.mp3"] == ("classical artist 2", "test")
+    assert written["train/pop/1.mp3"] == ("pop artist 0", "train")
+    # the loader finds each side's artists in DEST/split.csv although every stem repeats across genres
+    assert {g for _, _, g in load_labelled_songs(dest / "test")} == {
+        "artist:classical artist 1", "artist:classical artist 2", "artist:pop artist 1", "artist:pop artist 2"}
+    # without the column the seed decides, as before
+    plain = write_csv(tmp_path / "meta" / "plain.csv", ["path", "genre", "artist"], [r[:3] for r in rows])
+    assert split_dataset(src, tmp_path / "d2", manifest=plain, probe_audio=False).split_from == "seed"
+    bad = write_csv(tmp_path / "meta" / "bad.csv", ["path", "genre", "split"], [["data/pop/1.mp3", "pop", "train"],
+                                                                               ["data/pop/2.mp3", "pop", "holdout"]])
+    with pytest.raises(DatasetError, match="line 3: split is 'holdout'; give train or test on every row"):
+        split_dataset(src, tmp_path / "d3", manifest=bad, probe_audio=False)
+
+
+def test_parse_sources_names_each_dataset(tmp_path):
+    assert parse_sources(["/data/emotify"]) == [("emotify", Path("/data/emotify"))]
+    assert parse_sources(["real=/data/emotify/test", "/render/long/test"]) == [
+        ("real", Path("/data/emotify/test")), ("long", Path("/render/long/test"))]
+    assert parse_sources(["/odd/a=b"]) == [("a=b", Path("/odd/a=b"))]  # not a NAME=: the whole is a path
+    with pytest.raises(DatasetError, match="two sources are named 'emotify'; write them as NAME=PATH"):
+        parse_sources(["old/emotify/test", "new/emotify"])
+    with pytest.raises(DatasetError, match="write it as NAME=PATH"):
+        parse_sources(["/my songs", "b"])
