@@ -6,8 +6,10 @@ worker processes (one BLAS/OpenMP thread each) with a tqdm progress bar, and cac
 song's features on disk keyed by the SHA-256 of the file's bytes, the feature spec, the
 extractor backend, the chunking policy and the gain, so a second run skips finished songs.
 
-Cache format: one ``.npz`` per song (numpy arrays only, read with allow_pickle=False, so a
-tampered cache file cannot run code), written to a temporary name and renamed into place.
+Cache format: one ``.npz`` per song holding a (chunks, frames, width) array per array of
+the spec (``logmel`` too under spec v2) and ``n_samples``: numpy arrays only, read with
+allow_pickle=False, so a tampered cache file cannot run code; written to a temporary name
+and renamed into place.
 Location: ``$GENRE_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/genre/features`` (default
 ``~/.cache/genre/features``).
 """
@@ -68,27 +70,28 @@ def _cache_path(root: Path, key: str) -> Path:
     return root / key[:2] / f"{key}.npz"
 
 
-def _load_cached(p: Path) -> tuple[list[ChunkFeatures], list[int]] | None:
+def _load_cached(p: Path, spec: FeatureSpec) -> tuple[list[ChunkFeatures], list[int]] | None:
+    names = list(spec.feature_shapes())
     try:
         with np.load(p, allow_pickle=False) as z:
-            mfcc, peaks, valleys, n = z["mfcc"], z["peaks"], z["valleys"], z["n_samples"]
+            arrays = {k: z[k] for k in names}
+            n = z["n_samples"]
     except (OSError, ValueError, KeyError) as exc:
         logger.warning("ignoring unreadable cache file %s: %s", p, exc)
         return None
-    feats = [ChunkFeatures(mfcc[i], peaks[i], valleys[i]) for i in range(len(n))]
+    feats = [ChunkFeatures(**{k: a[i] for k, a in arrays.items()}) for i in range(len(n))]
     return feats, [int(x) for x in n]
 
 
-def _store(p: Path, feats: Sequence[ChunkFeatures], n_samples: Sequence[int]) -> None:
+def _store(p: Path, feats: Sequence[ChunkFeatures], n_samples: Sequence[int], spec: FeatureSpec) -> None:
+    names = list(spec.feature_shapes())
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(
                 fh,
-                mfcc=np.stack([f.mfcc for f in feats]).astype(np.float32),
-                peaks=np.stack([f.peaks for f in feats]).astype(np.float32),
-                valleys=np.stack([f.valleys for f in feats]).astype(np.float32),
+                **{k: np.stack([f.arrays()[k] for f in feats]).astype(np.float32) for k in names},
                 n_samples=np.asarray(n_samples, dtype=np.int64),
             )
         os.replace(tmp, p)
@@ -109,14 +112,14 @@ def song_features(
     """Features of every chunk of one file, exactly as the services compute them.
     `gain_db` scales the decoded audio (float, no clipping) before extraction."""
     from shared.audio import chunk_song
-    from shared.features import get_extractor
+    from shared.features import extract_chunk, get_extractor
 
     extract = get_extractor(backend)
     gain = np.float32(10 ** (gain_db / 20))
     feats, ns = [], []
     for chunk in chunk_song(path, spec, min_chunk_seconds=min_chunk_seconds):
         pcm = chunk.pcm if gain_db == 0 else chunk.pcm * gain
-        feats.append(extract(pcm, spec.sample_rate))
+        feats.append(extract_chunk(pcm, spec, extract))
         ns.append(chunk.n_samples)
     return feats, ns
 
@@ -140,7 +143,7 @@ def cached_song_features(
         return SongResult(str(path), [], [], error=f"cannot read the file: {exc.strerror or exc}")
     p = _cache_path(root or cache_dir(), _cache_key(digest, spec, backend, min_chunk_seconds, gain_db))
     if use_cache and p.is_file():
-        got = _load_cached(p)
+        got = _load_cached(p, spec)
         if got is not None:
             return SongResult(str(path), got[0], got[1], cached=True)
     try:
@@ -149,7 +152,7 @@ def cached_song_features(
         return SongResult(str(path), [], [], error=str(exc))
     if use_cache:
         try:
-            _store(p, feats, ns)
+            _store(p, feats, ns, spec)
         except OSError as exc:
             logger.warning("cannot write the feature cache %s: %s", p, exc)
     return SongResult(str(path), feats, ns)

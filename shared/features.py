@@ -35,14 +35,15 @@ import importlib
 import math
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Callable
 
 import numpy as np
 import scipy.fftpack
 
-from shared.featurespec import ChunkFeatures
+from shared import logmel
+from shared.featurespec import ChunkFeatures, FeatureSpec
 
 Extractor = Callable[[np.ndarray, int], ChunkFeatures]
 
@@ -354,6 +355,20 @@ def extract_features(pcm: np.ndarray, sample_rate: int = 22050) -> ChunkFeatures
         np.matmul(logs, plan.dct_t, out=mfcc[S:E], casting="same_kind")
     np.nan_to_num(mfcc, copy=False, nan=0.0)
     return ChunkFeatures(mfcc=mfcc, peaks=peaks, valleys=valleys)
+
+
+def extract_chunk(pcm: np.ndarray, spec: FeatureSpec, extract: Extractor) -> ChunkFeatures:
+    """Every array of `spec` for one chunk: the Vamp backend's, plus the log-mel when the
+    spec has one. The extractor service, `genre classify` and training all call this, so
+    a spec means the same arrays everywhere."""
+    feats = extract(pcm, spec.sample_rate)
+    if spec.mel_bands == 0:
+        return feats
+    computed = (logmel.MEL_BANDS, logmel.MEL_SAMPLE_RATE, logmel.MEL_FFT, logmel.MEL_HOP)
+    if (spec.mel_bands, spec.mel_sample_rate, spec.mel_fft, spec.mel_hop) != computed:
+        raise ValueError(f"spec {spec.id} asks for a log-mel this code does not compute "
+                         f"(bands, rate, FFT, hop = {computed})")
+    return replace(feats, logmel=logmel.log_mel_chunk(pcm, spec.sample_rate))
 
 
 def get_extractor(backend: str) -> Extractor:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from shared.audio import DecodeError, chunk_song
+from shared.features import Extractor, extract_chunk
 from shared.featurespec import ChunkFeatures
 from shared.model import ModelArtifact
 from shared.schemas import Verdict
@@ -36,13 +36,14 @@ def song_id_for_file(path: str | Path) -> str:
 def classify_file(
     path: str | Path,
     model: ModelArtifact,
-    extract: Callable[..., ChunkFeatures],
+    extract: Extractor,
     settings: Settings,
     *,
     song_id: str | None = None,
     batch_size: int = 64,
 ) -> Verdict:
-    """One verdict for one file; an unreadable file yields an error verdict, never raises."""
+    """One verdict for one file; an unreadable file yields an error verdict, never raises.
+    The features are those of the model's spec (a v2 model's include the log-mel)."""
     path = Path(path)
     sid = song_id or song_id_for_file(path)
     name = path.name
@@ -58,7 +59,7 @@ def classify_file(
         for chunk in chunks:
             t1 = time.perf_counter()
             decode_s += t1 - t_dec
-            features.append(extract(chunk.pcm, model.spec.sample_rate))
+            features.append(extract_chunk(chunk.pcm, model.spec, extract))
             t_dec = time.perf_counter()
             extract_s += t_dec - t1
     except DecodeError as exc:

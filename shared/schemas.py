@@ -202,8 +202,14 @@ class Chunk(Message):
             raise SchemaError(f"pcm must be 1-D, got shape {self.pcm.shape}")
 
 
+FEATURE_ARRAYS = frozenset({"mfcc", "peaks", "valleys"})
+OPTIONAL_FEATURE_ARRAYS = frozenset({"logmel"})  # feature spec v2
+
+
 @dataclass
 class Features(Message):
+    """One chunk's feature arrays under the spec `spec_id` (v2 adds logmel: ~0.85 MB in all)."""
+
     TYPE: ClassVar[str] = "features"
     ARRAYS: ClassVar[tuple[str, ...]] = ("arrays",)
     song_id: str
@@ -221,8 +227,9 @@ class Features(Message):
         if self.index < 0:
             raise SchemaError("chunk index must not be negative")
         if not self.error:
-            if set(self.arrays) != {"mfcc", "peaks", "valleys"}:
-                raise SchemaError(f"features need mfcc, peaks, valleys; got {sorted(self.arrays)}")
+            names = set(self.arrays)
+            if not FEATURE_ARRAYS <= names or names - FEATURE_ARRAYS - OPTIONAL_FEATURE_ARRAYS:
+                raise SchemaError(f"features need mfcc, peaks, valleys and may hold logmel; got {sorted(self.arrays)}")
             for k, a in self.arrays.items():
                 if a.ndim != 2 or a.dtype != np.float32:
                     raise SchemaError(f"{k}: expected a 2-D float32 array, got {a.dtype} {a.shape}")

@@ -59,6 +59,10 @@ class Settings:
     """A model artifact folder (model.keras + metadata.json)."""
     extractor_backend: str = field(default="builtin", metadata={"env": "EXTRACTOR_BACKEND"})
     """builtin (numpy) or sonic-annotator (the real CLI on PATH)."""
+    feature_spec: int = field(default=2, metadata={"env": "GENRE_FEATURE_SPEC"})
+    """Extractor: the feature spec it emits (shared/featurespec.py). 2: the Vamp arrays
+    plus the 16-kHz log-mel a pre-trained network reads (v1 models read it too); 1: the
+    Vamp arrays only (cheaper, but models trained on v2 refuse it)."""
     min_chunk_seconds: float = field(default=10.0, metadata={"env": "GENRE_MIN_CHUNK_SECONDS"})
     """A final partial chunk shorter than this is dropped; a song shorter than this is an error."""
     decode_timeout_s: float = field(default=600.0, metadata={"env": "GENRE_DECODE_TIMEOUT_S"})

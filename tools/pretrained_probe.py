@@ -37,14 +37,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SAMPLE_RATE = 16000  # musicnn's input: 16 kHz, 512-point STFT, hop 256, 96 Slaney mel bands
-N_FFT = 512
-HOP = 256
-N_MELS = 96
+# musicnn's input (16 kHz, 512-point STFT, hop 256, 96 Slaney mel bands, each chunk scaled
+# to a fixed RMS first), computed by the same code as the extractor's, classify's and training's.
+from shared.logmel import MEL_BANDS as N_MELS  # noqa: E402
+from shared.logmel import MEL_SAMPLE_RATE as SAMPLE_RATE  # noqa: E402
+from shared.logmel import log_mel_16k as log_mel  # noqa: E402,F401 - (frames, 96) of 16-kHz audio
+from shared.logmel import log_mel_chunk  # noqa: E402
+
 PATCH_FRAMES = 187  # 3 s
 CHUNK_SECONDS = 30.0
 PATCHES_PER_CHUNK = 10
-TARGET_RMS = 0.1
 BN_EPSILON = 1e-3  # tf.compat.v1.layers.batch_normalization's default
 MODELS = ("MSD_musicnn", "MTT_musicnn")
 SEEDS = (0, 1, 2)
@@ -53,46 +55,6 @@ CACHE_VERSION = 1  # bump when the chunk description changes
 
 class ProbeError(RuntimeError):
     """Something the user must fix (missing weights, no songs)."""
-
-
-def mel_filterbank(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
-    """Slaney-style mel filters with Slaney area normalisation (librosa's default), (n_mels, n_fft//2+1)."""
-
-    def hz_to_mel(f: np.ndarray) -> np.ndarray:
-        f = np.asarray(f, dtype=np.float64)
-        lin = f / (200.0 / 3)
-        log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
-        return np.where(f >= 1000.0, log, lin)
-
-    def mel_to_hz(m: np.ndarray) -> np.ndarray:
-        m = np.asarray(m, dtype=np.float64)
-        lin = m * (200.0 / 3)
-        log = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
-        return np.where(m >= 15.0, log, lin)
-
-    fft_freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    mel_f = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate / 2), n_mels + 2))
-    fdiff = np.diff(mel_f)
-    ramps = mel_f[:, None] - fft_freqs[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
-    return weights
-
-
-_MEL = mel_filterbank()
-
-
-def log_mel(pcm: np.ndarray) -> np.ndarray:
-    """musicnn's input representation, (frames, 96): centred, zero-padded frames, periodic
-    Hann window, power spectrum, mel, log10(10000 x + 1)."""
-    x = np.pad(np.asarray(pcm, dtype=np.float64), N_FFT // 2)
-    n = 1 + (len(x) - N_FFT) // HOP
-    frames = np.lib.stride_tricks.as_strided(x, (n, N_FFT), (x.strides[0] * HOP, x.strides[0]))
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)
-    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-    return np.log10(10000.0 * (power @ _MEL.T) + 1.0).astype(np.float32)
 
 
 def musicnn_weights_dir() -> Path:
@@ -174,9 +136,7 @@ def chunk_patches(pcm: np.ndarray, max_chunks: int | None = None) -> np.ndarray:
     n = len(pcm) // size if max_chunks is None else min(max_chunks, len(pcm) // size)
     out = np.zeros((n, PATCHES_PER_CHUNK, PATCH_FRAMES, N_MELS), np.float32)
     for c in range(n):
-        seg = pcm[c * size : (c + 1) * size].astype(np.float64)
-        rms = float(np.sqrt(np.mean(seg**2)))
-        mel = log_mel(seg * (TARGET_RMS / rms) if rms > 1e-8 else seg)
+        mel = log_mel_chunk(pcm[c * size : (c + 1) * size], SAMPLE_RATE)
         out[c] = mel[: PATCHES_PER_CHUNK * PATCH_FRAMES].reshape(PATCHES_PER_CHUNK, PATCH_FRAMES, N_MELS)
     return out
 

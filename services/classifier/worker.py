@@ -24,7 +24,7 @@ from typing import Any, Callable, Hashable
 
 import numpy as np
 
-from shared.featurespec import ChunkFeatures, SpecMismatch, require_feature_shapes, require_same_spec
+from shared.featurespec import ChunkFeatures, SpecMismatch, require_compatible_spec, require_feature_shapes
 from shared.metrics import ServiceMetrics
 from shared.schemas import Prediction
 from shared.service import Output
@@ -190,10 +190,10 @@ class InferenceWorker:
                 continue
             try:
                 spec = b.models[version].spec
-                require_same_spec(f.spec_id, spec)
+                require_compatible_spec(f.spec_id, spec)
                 require_feature_shapes(f.arrays, spec)
-            except SpecMismatch as exc:
-                b.errors[i] = str(exc)
+            except SpecMismatch as exc:  # this chunk only: the song gets an error verdict that says why
+                b.errors[i] = f"model {version} cannot read these features: {exc}"
                 continue
             b.groups.setdefault(version, []).append(i)
         for version, idx in b.groups.items():

@@ -1,4 +1,4 @@
-"""python -m services.extractor: compute each chunk's features with the configured backend."""
+"""python -m services.extractor: compute each chunk's features (GENRE_FEATURE_SPEC) with the configured backend."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Callable, Iterator
 
 from threadpoolctl import threadpool_limits
 
-from shared.featurespec import DEFAULT_SPEC, ChunkFeatures, FeatureSpec
+from shared.features import extract_chunk
+from shared.featurespec import ChunkFeatures, FeatureSpec, spec_by_version
 from shared.metrics import ServiceMetrics
 from shared.schemas import Chunk, Features
 from shared.service import Output, StartupError, StopFlag, StreamService, run_service
@@ -31,7 +32,7 @@ def chunk_features(chunk: Chunk, settings: Settings, spec: FeatureSpec,
         error = f"chunk holds {len(chunk.pcm)} samples where the spec needs {spec.chunk_samples}"
     if not error:
         try:
-            arrays = extract(chunk.pcm, spec.sample_rate).arrays()
+            arrays = extract_chunk(chunk.pcm, spec, extract).arrays()
         except Exception as exc:  # the sonic-annotator backend can fail on a chunk
             logger.exception("extraction failed for %s#%d", chunk.song_id, chunk.index)
             error = f"feature extraction failed: {exc}"
@@ -49,15 +50,19 @@ def build(settings: Settings, metrics: ServiceMetrics, stop: StopFlag) -> Stream
     from shared.sonic_annotator import SonicAnnotatorError
 
     try:
+        spec = spec_by_version(settings.feature_spec)
+    except ValueError as exc:
+        raise StartupError(f"GENRE_FEATURE_SPEC={settings.feature_spec}: {exc}") from None
+    try:
         extract = get_extractor(settings.extractor_backend)
     except (ValueError, SonicAnnotatorError) as exc:
         raise StartupError(f"EXTRACTOR_BACKEND={settings.extractor_backend}: {exc}") from None
-    logger.info("extractor backend: %s", settings.extractor_backend)
+    logger.info("extractor backend: %s, feature spec: %s", settings.extractor_backend, spec.id)
     # One BLAS/FFT thread per process: scale by processes (replicas), not threads.
     threadpool_limits(limits=1)
     return StreamService(
         SERVICE, settings, settings.group_extractor, settings.topic_chunks, Chunk,
-        lambda chunk: chunk_features(chunk, settings, DEFAULT_SPEC, extract, metrics),
+        lambda chunk: chunk_features(chunk, settings, spec, extract, metrics),
         max_poll_records=4, metrics=metrics, stop=stop,
     )
 

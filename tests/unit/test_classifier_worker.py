@@ -9,7 +9,7 @@ import numpy as np
 
 from services.classifier.batching import Item, Marker, WorkQueue
 from services.classifier.worker import Done, InferenceWorker
-from shared.featurespec import DEFAULT_SPEC
+from shared.featurespec import DEFAULT_SPEC, MEL_SPEC
 from shared.metrics import ServiceMetrics
 from shared.schemas import Features, Prediction, Verdict
 from shared.settings import Settings
@@ -264,3 +264,64 @@ def test_a_version_picked_by_an_early_prepare_survives_a_swap_until_its_songs_en
     done = w.process(items([("b", 1, True)], start=2))
     assert [(v.song_id, v.model_version) for v in verdicts(done)] == [("b", "v1")]
     assert w.holder.released == ["v1"]
+
+
+class MelModel(FakeModel):
+    """A model on feature spec v2 that reads the log-mel: p(a) = 0.9 when its mean is positive."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(version)
+        self.spec = MEL_SPEC
+
+    def input_arrays(self, feats):  # noqa: ANN001
+        return {"mfcc_mean": np.array([float(f.logmel.mean()) for f in feats], dtype=np.float32)}
+
+
+def v2_features(song: str, index: int, last: bool, sign: float = 1.0, mel_sign: float | None = None) -> Features:
+    f = features(song, index, last, sign)
+    logmel = np.full(MEL_SPEC.feature_shapes()["logmel"], sign if mel_sign is None else mel_sign, np.float32)
+    return replace(f, spec_id=MEL_SPEC.id, arrays={**f.arrays, "logmel": logmel})
+
+
+def test_a_v2_model_gives_an_error_verdict_to_a_song_without_log_mel_and_classifies_the_others():
+    w = make_worker(MelModel("musicnn-abc"))
+    lacking = replace(v2_features("b", 0, True), arrays=features("b", 0, True).arrays)  # says v2, has no logmel
+    batch = [Item("p0", 0, v2_features("a", 0, False)), Item("p0", 1, lacking),
+             Item("p0", 2, features("c", 0, True)),  # spec v1
+             Item("p0", 3, v2_features("a", 1, True)), Item("p0", 4, v2_features("d", 0, True, -1.0))]
+    done = w.process(batch)
+    assert w.holder.model.calls == [3]  # a (2 chunks) and d, in one predict call
+    vs = {v.song_id: v for v in verdicts(done)}
+    assert [(k, v.status, v.genre) for k, v in sorted(vs.items())] == [
+        ("a", "ok", "a"), ("b", "error", ""), ("c", "error", ""), ("d", "ok", "b")]
+    for song in ("b", "c"):
+        reason = vs[song].error
+        assert "musicnn-abc" in reason and MEL_SPEC.id in reason and "lack the log-mel input" in reason
+        assert "GENRE_FEATURE_SPEC=2" in reason and vs[song].model_version == "musicnn-abc"
+    assert DEFAULT_SPEC.id in vs["c"].error  # names the spec the features have
+
+
+def test_a_v1_model_classifies_v2_features_ignoring_the_log_mel():
+    w = make_worker()
+    # the log-mel's sign is the opposite of the mfcc's: a model reading it would flip the genre
+    (v,) = verdicts(w.process([Item("p0", 0, v2_features("a", 0, True, 1.0, mel_sign=-1.0))]))
+    assert (v.status, v.genre) == ("ok", "a")
+
+
+def test_a_real_v1_model_predicts_the_same_with_or_without_the_log_mel():
+    from shared.training import train_model
+    from tests.fixtures.models import fake_set
+
+    feats, labels, groups = fake_set()
+    model = train_model(feats, labels, groups, arch="tiny", epochs=1, seed=1, name="unit", batch_size=8)
+    w = InferenceWorker(WorkQueue(64), FakeHolder(model), SETTINGS, ServiceMetrics("classifier"))
+    logmel = np.ones(MEL_SPEC.feature_shapes()["logmel"], np.float32)
+    batch = []
+    for k, f in enumerate(feats[:4]):
+        v1 = Features(song_id=f"s{k}", filename="x.wav", index=0, last=True, spec_id=DEFAULT_SPEC.id, arrays=f.arrays())
+        v2 = replace(v1, song_id=f"m{k}", spec_id=MEL_SPEC.id, arrays={**f.arrays(), "logmel": logmel})
+        batch += [Item("p0", 2 * k, v1), Item("p0", 2 * k + 1, v2)]
+    ps = predictions(w.process(batch))
+    assert all(not p.error for p in ps) and len(ps) == 8
+    for a, b in zip(ps[::2], ps[1::2]):
+        assert a.probabilities == b.probabilities

@@ -59,3 +59,39 @@ def test_wrong_array_shape_and_dtype_rejected():
                         "valleys": np.ones((2, 7), np.float32)})
     with pytest.raises(SchemaError, match="2-D"):
         decode(bad.encode(), Features)
+
+
+def v2_feats(**arrays):
+    from shared.featurespec import MEL_SPEC
+
+    full = {k: np.full(s, 0.5, np.float32) for k, s in MEL_SPEC.feature_shapes().items()}
+    return feats(spec_id=MEL_SPEC.id, arrays={**full, **arrays})
+
+
+def test_v2_features_with_logmel_round_trip_within_the_size_limits():
+    from shared.kafka_io import MAX_RECORD_BYTES
+    from shared.schemas import MAX_MESSAGE_BYTES
+
+    f = v2_feats()
+    raw = f.encode()
+    assert 800_000 < len(raw) < MAX_MESSAGE_BYTES <= MAX_RECORD_BYTES  # ~0.85 MB: the features topic takes it
+    g = decode(raw, Features)
+    assert g.spec_id == f.spec_id and set(g.arrays) == {"mfcc", "peaks", "valleys", "logmel"}
+    np.testing.assert_array_equal(g.arrays["logmel"], f.arrays["logmel"])
+    assert g.arrays["logmel"].shape == (1876, 96) and g.arrays["logmel"].dtype == np.float32
+
+
+def test_unknown_arrays_missing_arrays_and_non_float32_logmel_are_rejected():
+    with pytest.raises(SchemaError, match="may hold logmel"):
+        decode(v2_feats(chroma=np.ones((10, 12), np.float32)).encode(), Features)
+    without_peaks = {k: v for k, v in v2_feats().arrays.items() if k != "peaks"}
+    with pytest.raises(SchemaError, match="need mfcc, peaks, valleys"):
+        decode(feats(arrays=without_peaks).encode(), Features)
+    with pytest.raises(SchemaError, match="logmel: expected a 2-D float32"):
+        decode(v2_feats(logmel=np.ones((1876, 96), np.int16)).encode(), Features)
+    d = v2_feats().to_dict()
+    d["arrays"]["logmel"] = {"dtype": "float64", "shape": [1876, 96], "data": np.ones((1876, 96)).tobytes()}
+    with pytest.raises(SchemaError, match="logmel: dtype 'float64' not allowed"):
+        decode(msgpack.packb(d, use_bin_type=True), Features)
+    with pytest.raises(SchemaError, match="not allowed"):
+        v2_feats(logmel=np.ones((1876, 96))).encode()
