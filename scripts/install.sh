@@ -47,10 +47,11 @@ fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 if [ "$WITH_TEST" = 1 ]; then
   .venv/bin/pip install -q -e ".[test]"
-  # Pre-trained musicnn weights for tools/pretrained_probe.py: only the checkpoint files
-  # are read, so skip the wheel's 2019 pins (numpy<1.17, librosa) and never import it.
-  .venv/bin/pip install -q --no-deps "musicnn==0.1.0"
 else
   .venv/bin/pip install -q -e .
 fi
+# Pre-trained musicnn weights, read by `genre train` (the default architecture) and
+# tools/pretrained_probe.py: only the checkpoint files are read, so skip the wheel's 2019
+# pins (numpy<1.17, librosa) and never import it. A trained model carries its own copy.
+.venv/bin/pip install -q --no-deps "musicnn==0.1.0"
 echo "install.sh: ready (.venv/bin/genre)" >&2

@@ -110,6 +110,9 @@ def cross_validate(
 
     `groups` (per chunk) decide the folds and, inside each training side, the early-
     stopping validation split, exactly as in `genre train`."""
+    from shared.model import arch_spec
+    from shared.training import predict_chunks
+
     if train is None:
         from shared.training import train_model as train
     chunk_fold = chunk_folds(chunks.songs, chunks.labels, groups, folds, seed)
@@ -132,8 +135,9 @@ def cross_validate(
                 rep = baseline(train_side, test_side, seed=seed)
             else:
                 artifact = train(train_side.features, train_side.labels, tr_groups, arch=name, seed=seed,
-                                 songs=train_side.songs, n_samples=train_side.n_samples, **dict(train_kwargs or {}))
-                rep = score(artifact.predict(test_side.features), test_side, artifact.genres)
+                                 songs=train_side.songs, n_samples=train_side.n_samples, spec=arch_spec(name),
+                                 **dict(train_kwargs or {}))
+                rep = score(predict_chunks(artifact, test_side.features), test_side, artifact.genres)
             row["song_accuracy"][name] = rep["song_accuracy"]
             row.setdefault("seconds", {})[name] = round(time.perf_counter() - t1, 1)
             _add(pooled[name], rep)

@@ -42,7 +42,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from shared.featurespec import ChunkFeatures, FeatureSpec
+from shared.featurespec import DEFAULT_SPEC, MEL_SPEC, ChunkFeatures, FeatureSpec
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ METADATA_FILE = "metadata.json"
 METADATA_SCHEMA = 1
 MAX_PREDICT_BATCH = 256
 CONTRAST_REL_EPS = 1e-5  # floor of contrast magnitudes relative to the chunk's mean peak
-INPUT_NAMES = ("mfcc", "peaks", "valleys")
+VAMP_INPUTS = ("mfcc", "peaks", "valleys")
+PRETRAINED_INPUT = "logmel"  # read raw: the pre-trained network normalises it itself
+INPUT_NAMES = (*VAMP_INPUTS, PRETRAINED_INPUT)
 HASH_EXCLUDED_KEYS = ("version", "created")
 
 
@@ -92,7 +94,7 @@ def device() -> str:
 def stack_features(
     batch: Sequence[ChunkFeatures],
     frames: Mapping[str, int],
-    names: Sequence[str] = INPUT_NAMES,
+    names: Sequence[str] = VAMP_INPUTS,
     widths: Mapping[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Stack a batch into (n, T, F) float32 arrays, padding (zeros at the end) or cutting
@@ -173,6 +175,9 @@ def apply_normalisation(arrays: Mapping[str, np.ndarray], stats: Mapping[str, Ma
     out = {}
     for name, a in arrays.items():
         x = _float32(a, inplace)
+        if name not in stats:  # standardised inside the network (the pre-trained embedding)
+            out[name] = x
+            continue
         mean, std = _tiled_stats(stats, name, x.shape[1:])
         flat = x.reshape(x.shape[0], math.prod(x.shape[1:])) if x.ndim >= 2 and x.flags.c_contiguous else None
         if flat is None:  # not one block of memory: broadcast per channel
@@ -249,8 +254,10 @@ class ModelArtifact:
         for name in self.input_names:
             if name not in INPUT_NAMES:
                 raise ModelLoadError(f"the network has an unknown input {name!r}; expected some of {INPUT_NAMES}")
-            if name not in self.frames or name not in self.normalisation:
+            if name not in self.frames or (name in VAMP_INPUTS and name not in self.normalisation):
                 raise ModelLoadError(f"metadata lacks frames or normalisation for input {name!r}")
+            if name not in self.widths:
+                raise ModelLoadError(f"the network reads {name!r} but its feature spec {self.spec.id} has no such array")
         n_out = int(model.outputs[0].shape[-1])
         if n_out != len(self.genres):
             raise ModelLoadError(f"the network has {n_out} outputs but metadata lists {len(self.genres)} genres")
@@ -340,11 +347,14 @@ class ModelArtifact:
     # ----------------------------------------------------------------------------------
     def input_arrays(self, batch: Sequence[ChunkFeatures]) -> dict[str, np.ndarray]:
         """The network's inputs for a batch: stacked, loudness-normalised, standardised."""
-        names = INPUT_NAMES if self.loudness == "chunk" else self.input_names
+        vamp = [n for n in self.input_names if n in VAMP_INPUTS]
+        names = list(VAMP_INPUTS) if self.loudness == "chunk" and vamp else vamp
         raw = stack_features(batch, self.frames, names, self.widths)  # a fresh array: changed in place
         pre = loudness_normalise(raw, self.loudness, inplace=True)
-        pre = {k: pre[k] for k in self.input_names}
-        return apply_normalisation(pre, self.normalisation, inplace=True)
+        out = apply_normalisation({k: pre[k] for k in vamp}, self.normalisation, inplace=True)
+        if PRETRAINED_INPUT in self.input_names:
+            out.update(stack_features(batch, self.frames, (PRETRAINED_INPUT,), self.widths))
+        return out
 
     def _function(self):
         with self._fn_lock:
@@ -409,16 +419,30 @@ def _has_layer(model: Any, name: str) -> bool:
 # Architectures
 # --------------------------------------------------------------------------------------
 
-ARCHES = ("default", "merged", "mfcc", "contrast", "seed", "tiny")
-ARCH_ALIASES = {"default": "merged"}
+ARCHES = ("default", "pretrained", "merged", "mfcc", "contrast", "seed", "tiny")
+ARCH_ALIASES = {"default": "pretrained"}
 ARCH_INPUTS = {
+    "pretrained": (*VAMP_INPUTS, PRETRAINED_INPUT),
     "merged": ("mfcc", "peaks", "valleys"),
     "mfcc": ("mfcc",),
     "contrast": ("peaks", "valleys"),
     "seed": ("mfcc", "peaks"),
     "tiny": ("mfcc", "peaks", "valleys"),
 }
-ARCH_LOUDNESS = {"merged": "chunk", "mfcc": "chunk", "contrast": "chunk", "seed": "none", "tiny": "chunk"}
+ARCH_LOUDNESS = {"pretrained": "chunk", "merged": "chunk", "mfcc": "chunk", "contrast": "chunk", "seed": "none", "tiny": "chunk"}
+
+
+EMBEDDING_INPUT = "embedding"  # the pre-trained network's patch outputs, as the head reads them
+PRETRAINED_NETWORKS = ("MSD_musicnn",)  # the MagnaTagATune tagger beside it doubles the cost for no gain
+
+
+def arch_inputs(arch: str) -> tuple[str, ...]:
+    return ARCH_INPUTS[resolve_arch(arch)]
+
+
+def arch_spec(arch: str) -> FeatureSpec:
+    """The feature spec an architecture's inputs need (v2 when it reads the log-mel)."""
+    return MEL_SPEC if PRETRAINED_INPUT in arch_inputs(arch) else DEFAULT_SPEC
 
 
 def resolve_arch(arch: str) -> str:
@@ -452,6 +476,9 @@ def build_network(arch: str, n_genres: int, frames: Mapping[str, int], widths: M
     from keras import layers
 
     arch = resolve_arch(arch)
+    if PRETRAINED_INPUT in ARCH_INPUTS[arch]:
+        raise ValueError(f"{arch!r} is built from its trained head and the frozen network (build_pretrained_head, "
+                         "assemble_pretrained): train it with train_model")
     inputs = {name: keras.Input((int(frames[name]), int(widths[name])), name=name) for name in ARCH_INPUTS[arch]}
     if arch == "seed":
         # The ancestor's merged model, adapted to our frame counts.
@@ -477,10 +504,23 @@ def build_network(arch: str, n_genres: int, frames: Mapping[str, int], widths: M
         out = layers.Dense(n_genres, activation="softmax", name="genre")(x)
         return keras.Model(inputs, out, name="tiny")
 
-    # Two stems bring both inputs to a common 4-frame step (~93 ms): MFCC (step 1024) by
-    # stride 2, contrast (step 512) by stride 4. Then a shared trunk of three conv blocks
-    # and global average + max pooling: cheap at inference (no recurrence, few early
-    # channels), and the pooled statistics do not depend on where in the chunk things happen.
+    x = _vamp_trunk(inputs)
+    x = layers.Dropout(0.3, name="drop1")(x)
+    x = layers.Dense(128, activation="relu", name="dense")(x)
+    x = layers.Dropout(0.3, name="drop2")(x)
+    out = layers.Dense(n_genres, activation="softmax", name="genre")(x)
+    return keras.Model(inputs, out, name=arch)
+
+
+def _vamp_trunk(inputs: Mapping[str, Any]):
+    """Pooled statistics of the Vamp inputs present in `inputs`.
+
+    Two stems bring both inputs to a common 4-frame step (~93 ms): MFCC (step 1024) by
+    stride 2, contrast (step 512) by stride 4. Then a shared trunk of three conv blocks
+    and global average + max pooling: cheap at inference (no recurrence, few early
+    channels), and the pooled statistics do not depend on where in the chunk things happen."""
+    from keras import layers
+
     stems = []
     if "mfcc" in inputs:
         stems.append(_conv_block(inputs["mfcc"], 32, 4, 1, "mfcc_stem", strides=2))
@@ -491,9 +531,41 @@ def build_network(arch: str, n_genres: int, frames: Mapping[str, int], widths: M
     x = _conv_block(x, 64, 3, 2, "trunk1")
     x = _conv_block(x, 96, 3, 2, "trunk2")
     x = _conv_block(x, 128, 3, 1, "trunk3")
-    x = _pool_both(x, "trunk")
-    x = layers.Dropout(0.3, name="drop1")(x)
-    x = layers.Dense(128, activation="relu", name="dense")(x)
-    x = layers.Dropout(0.3, name="drop2")(x)
+    return _pool_both(x, "trunk")
+
+
+def build_pretrained_head(n_genres: int, frames: Mapping[str, int], widths: Mapping[str, int],
+                          embedding_mean: np.ndarray, embedding_var: np.ndarray, *, dropout: float = 0.5):
+    """The trainable part of `pretrained`: the Vamp trunk beside the frozen network's
+    patch outputs (inputs mfcc/peaks/valleys and `embedding`, (patches, D)).
+
+    The patch outputs are standardised inside the network (statistics of the training
+    set), then pooled over the chunk's patches (mean and max), so the assembled model
+    reads the raw log-mel like any other input."""
+    import keras
+    from keras import layers
+
+    inputs = {name: keras.Input((int(frames[name]), int(widths[name])), name=name) for name in VAMP_INPUTS}
+    emb_in = keras.Input((int(frames[EMBEDDING_INPUT]), int(widths[EMBEDDING_INPUT])), name=EMBEDDING_INPUT)
+    e = layers.Normalization(axis=-1, mean=np.asarray(embedding_mean, np.float32),
+                             variance=np.asarray(embedding_var, np.float32), name="embedding_norm")(emb_in)
+    e = layers.Dropout(dropout / 2, name="embedding_drop_in")(e)
+    e = _pool_both(e, "patches")
+    e = layers.Dropout(dropout, name="embedding_drop")(e)
+    e = layers.Dense(128, activation="relu", name="embedding_dense")(e)
+    v = layers.Dropout(dropout, name="vamp_drop")(_vamp_trunk(inputs))
+    v = layers.Dense(64, activation="relu", name="vamp_dense")(v)
+    x = layers.Concatenate(name="both")([e, v])
+    x = layers.Dropout(0.3, name="drop")(x)
     out = layers.Dense(n_genres, activation="softmax", name="genre")(x)
-    return keras.Model(inputs, out, name=arch)
+    return keras.Model({**inputs, EMBEDDING_INPUT: emb_in}, out, name="head")
+
+
+def assemble_pretrained(head: Any, embedder: Any):
+    """One network from raw inputs: log-mel -> frozen embedder -> head, beside the Vamp inputs."""
+    import keras
+
+    inputs = {name: keras.Input(tuple(head.get_layer(name).output.shape[1:]), name=name) for name in VAMP_INPUTS}
+    inputs[PRETRAINED_INPUT] = keras.Input(tuple(embedder.inputs[0].shape[1:]), name=PRETRAINED_INPUT)
+    out = head({**{n: inputs[n] for n in VAMP_INPUTS}, EMBEDDING_INPUT: embedder(inputs[PRETRAINED_INPUT])})
+    return keras.Model(inputs, out, name="pretrained")

@@ -25,11 +25,16 @@ from shared.featurespec import DEFAULT_SPEC, ChunkFeatures, FeatureSpec
 from shared.model import (
     ARCH_INPUTS,
     ARCH_LOUDNESS,
-    INPUT_NAMES,
+    EMBEDDING_INPUT,
     METADATA_SCHEMA,
+    PRETRAINED_INPUT,
+    PRETRAINED_NETWORKS,
+    VAMP_INPUTS,
     ModelArtifact,
     apply_normalisation,
+    assemble_pretrained,
     build_network,
+    build_pretrained_head,
     compute_normalisation,
     loudness_normalise,
     resolve_arch,
@@ -99,16 +104,37 @@ def data_fingerprint(features: Sequence[ChunkFeatures], labels: Sequence[str], g
     items = []
     for f, lab, grp in zip(features, labels, groups):
         h = hashlib.sha256(f"{lab}\0{grp}\0".encode())
-        for name in INPUT_NAMES:
-            h.update(np.ascontiguousarray(getattr(f, name), dtype=np.float32).tobytes())
+        for a in f.arrays().values():
+            h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())
         items.append(h.hexdigest())
     total = hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()
     return f"sha256:{total}"
 
 
+def _network_inputs(arch: str) -> tuple[str, ...]:
+    """What the trained network reads: a pre-trained arch's head reads the frozen network's
+    patch outputs (computed once per chunk) instead of the log-mel."""
+    names = ARCH_INPUTS[arch]
+    return tuple(EMBEDDING_INPUT if n == PRETRAINED_INPUT else n for n in names)
+
+
 def _prepare(arrays: Mapping[str, np.ndarray], arch: str) -> dict[str, np.ndarray]:
     pre = loudness_normalise(arrays, ARCH_LOUDNESS[arch])
-    return {k: pre[k] for k in ARCH_INPUTS[arch]}
+    return {k: pre[k] for k in _network_inputs(arch)}
+
+
+def pretrained_embeddings(features: Sequence[ChunkFeatures], networks: Sequence[str] = PRETRAINED_NETWORKS,
+                          *, progress: bool = False, embedder: Any = None) -> tuple[Any, np.ndarray]:
+    """(the frozen embedder, (n, patches, D) patch outputs) of chunks with a log-mel, cached per chunk."""
+    from shared.feature_cache import cache_dir
+    from shared.musicnn import build_chunk_embedder, embed_cached
+
+    missing = sum(1 for f in features if f.logmel is None)
+    if missing:
+        raise ValueError(f"{missing} of {len(features)} chunks have no log-mel; extract them with the v2 feature spec")
+    embedder = embedder if embedder is not None else build_chunk_embedder(networks)
+    emb = embed_cached(embedder, [f.logmel for f in features], cache_dir() / "embeddings", progress=progress)
+    return embedder, emb
 
 
 class _Windows:
@@ -257,13 +283,21 @@ def train_model(
         logger.debug("op determinism unavailable: %s", exc)
 
     shapes = spec.feature_shapes()
-    frames = {k: shapes[k][0] for k in INPUT_NAMES}
-    widths = {k: shapes[k][1] for k in INPUT_NAMES}
-    raw = stack_features(features, frames, INPUT_NAMES, widths)
+    pretrained = PRETRAINED_INPUT in ARCH_INPUTS[resolved]
+    if pretrained and PRETRAINED_INPUT not in shapes:
+        raise ValueError(f"arch {resolved!r} reads the log-mel: train it on features of a spec with one, not {spec.id}")
+    frames = {k: shapes[k][0] for k in VAMP_INPUTS}
+    widths = {k: shapes[k][1] for k in VAMP_INPUTS}
+    raw = stack_features(features, frames, VAMP_INPUTS, widths)
+    embedder = None
+    if pretrained:
+        embedder, raw[EMBEDDING_INPUT] = pretrained_embeddings(features, progress=progress)
+        frames[EMBEDDING_INPUT], widths[EMBEDDING_INPUT] = raw[EMBEDDING_INPUT].shape[1:]
+        songs = None  # windows cannot move across chunks: the embedding is per chunk
     val_mask = split_by_group(labels, groups, validation_fraction, seed)
     tr = ~val_mask
     x_all = _prepare(raw, resolved)
-    stats = compute_normalisation({k: v[tr] for k, v in x_all.items()})
+    stats = compute_normalisation({k: v[tr] for k, v in x_all.items() if k != EMBEDDING_INPUT})
     x_va = apply_normalisation({k: v[val_mask] for k, v in x_all.items()}, stats)
     del x_all
     song_ids = [str(x) for x in songs] if songs is not None else [f"chunk:{i}" for i in range(len(features))]
@@ -279,7 +313,12 @@ def train_model(
     w_tr = class_weight[y_tr].astype(np.float32)
     onehot = np.eye(n_classes, dtype=np.float32)
 
-    model = build_network(resolved, n_classes, frames, widths)
+    if pretrained:
+        emb_tr = raw[EMBEDDING_INPUT][tr].reshape(-1, widths[EMBEDDING_INPUT]).astype(np.float64)
+        model = build_pretrained_head(n_classes, frames, widths, emb_tr.mean(axis=0), emb_tr.var(axis=0) + 1e-6)
+        del emb_tr
+    else:
+        model = build_network(resolved, n_classes, frames, widths)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="categorical_crossentropy",
@@ -307,6 +346,13 @@ def train_model(
     history = {k: [round(float(v), 6) for v in vals] for k, vals in hist.history.items()}
     best_epoch = int(np.argmin(history["val_loss"])) + 1 if has_val and history.get("val_loss") else len(history.get("loss", []))
 
+    head = model
+    if pretrained:
+        from shared.musicnn import CHUNK_FRAMES, WHEEL
+
+        model = assemble_pretrained(head, embedder)
+        del frames[EMBEDDING_INPUT]
+        frames[PRETRAINED_INPUT] = CHUNK_FRAMES
     metadata: dict[str, Any] = {
         "schema": METADATA_SCHEMA,
         "name": name or resolved,
@@ -339,6 +385,13 @@ def train_model(
         "data_fingerprint": data_fingerprint(features, labels, groups),
         "metrics": {},
     }
+    if pretrained:
+        metadata["pretrained"] = {
+            "networks": list(PRETRAINED_NETWORKS),
+            "weights": f"{WHEEL} (pip install --no-deps), frozen",
+            "licence": "ISC, Copyright (c) Music Technology Group, Universitat Pompeu Fabra 2019 (Jordi Pons)",
+            "input": f"{PRETRAINED_INPUT}: shared/logmel.py, ten 3-s patches per chunk",
+        }
     if extra_metadata:
         for k, v in extra_metadata.items():
             if k in ("training", "metrics") and isinstance(v, Mapping):
@@ -347,7 +400,7 @@ def train_model(
                 metadata[k] = v
     artifact = ModelArtifact(model, metadata)
     if has_val:
-        probs = artifact.predict_arrays(x_va)
+        probs = predict_prepared(head, x_va)
         pred = probs.argmax(axis=1)
         artifact.metadata["metrics"]["validation_chunk_accuracy"] = round(float((pred == y_va).mean()), 6)
         artifact.metadata["metrics"]["validation_song_accuracy"] = round(
@@ -360,6 +413,14 @@ def train_model(
     artifact.metadata["created"] = {"train_seconds": round(elapsed, 1)}
     logger.info("trained %s in %.1f s (%d epochs)", artifact.version, elapsed, len(history.get("loss", [])))
     return artifact
+
+
+def predict_prepared(network: Any, arrays: Mapping[str, np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """Probabilities of a network for already prepared inputs, in slices."""
+    n = len(next(iter(arrays.values())))
+    outs = [np.asarray(network({k: v[i : i + batch_size] for k, v in arrays.items()}, training=False))
+            for i in range(0, n, batch_size)]
+    return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, int(network.outputs[0].shape[-1])), np.float32)
 
 
 def _hash(artifact: ModelArtifact) -> str:
@@ -379,3 +440,26 @@ def _song_accuracy(probs: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> f
     for g, idx in by_song.items():
         correct += int(vote(probs[idx]) == y[idx[0]])
     return correct / max(1, len(by_song))
+
+
+def predict_chunks(artifact: ModelArtifact, features: Sequence[ChunkFeatures], *, progress: bool = False,
+                   slice_size: int = 512) -> np.ndarray:
+    """Probabilities (n, genres) of `artifact` for chunk features, as `artifact.predict`,
+    but a pre-trained model's frozen embedding comes from the per-chunk cache: evaluation
+    and cross-validation pay for each chunk's embedding once. The very same layers."""
+    if PRETRAINED_INPUT not in getattr(artifact, "input_names", ()):
+        return artifact.predict(features)
+    from shared.feature_cache import cache_dir
+    from shared.musicnn import embed_cached
+
+    head = artifact.model.get_layer("head")
+    embedder = artifact.model.get_layer("musicnn")
+    outs = []
+    for start in range(0, len(features), slice_size):
+        part = features[start : start + slice_size]
+        arrays = artifact.input_arrays(part)
+        del arrays[PRETRAINED_INPUT]
+        arrays[EMBEDDING_INPUT] = embed_cached(embedder, [f.logmel for f in part], cache_dir() / "embeddings",
+                                               progress=progress)
+        outs.append(predict_prepared(head, arrays))
+    return np.concatenate(outs) if outs else np.zeros((0, len(artifact.genres)), np.float32)

@@ -85,7 +85,12 @@ def run(args: argparse.Namespace) -> int:
     archs = args.archs or ["default", "seed"]
     if args.test_chunks < 0:
         raise CliError("--test-chunks must be 0 (all) or more", EXIT_USAGE)
+    from shared.featurespec import MEL_SPEC
+    from shared.model import PRETRAINED_INPUT, arch_inputs
+
     sources = dataset_sources(args.datasets, args.manifest)
+    if any(PRETRAINED_INPUT in arch_inputs(a) for a in archs):
+        args.feature_spec = MEL_SPEC  # a v1 arch reads the same Vamp arrays from v2 features
     chunks, groups = _all_songs(args, sources)
     set_tf_threads(args.threads)
     n_songs = len(set(chunks.songs))

@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     from shared.cli.train import dataset_sources, load_sources, set_tf_threads, warn_skipped
     from shared.evaluation import baseline, format_table, plot_confusions, plot_curves, score, song_agreement, song_predictions
-    from shared.model import ModelArtifact, ModelLoadError
+    from shared.model import PRETRAINED_INPUT, ModelArtifact, ModelLoadError
+    from shared.training import predict_chunks
 
     args.jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
     gains = [] if args.no_gain_check else (args.gains if args.gains else list(DEFAULT_GAINS_DB))
@@ -78,13 +79,14 @@ def run(args: argparse.Namespace) -> int:
     train_roots = [Path(t) for t in args.train] if args.train else [f.parent / "train" for _, f, _ in sources]
     train_sources = [(n, t, m) for (n, _, m), t in zip(sources, train_roots)]
 
+    args.feature_spec = model.spec
     t0 = time.perf_counter()
     test, _, _, failed = load_sources(args, sources, desc="test features")
     warn_skipped(failed)
     if not len(test):
         raise CliError(f"no readable songs under {', '.join(str(f) for _, f, _ in sources)}", 1)
     t1 = time.perf_counter()
-    probs = model.predict(test.features)
+    probs = predict_chunks(model, test.features, progress=sys.stderr.isatty())
     predict_s = time.perf_counter() - t1
     report = score(probs, test, model.genres)
     report.update({
@@ -93,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         "arch": model.metadata.get("arch"),
         "test": str(sources[0][1]) if len(sources) == 1 else {n: str(f) for n, f, _ in sources},
         "skipped_songs": [{"path": p, "reason": r} for p, r in failed],
-        "inference_ms_per_chunk": round(1000 * predict_s / len(test), 3),
+        # a pre-trained model's embeddings may come from the cache: its cost is bench/model.py's
+        "inference_ms_per_chunk": None if PRETRAINED_INPUT in model.input_names else round(1000 * predict_s / len(test), 3),
         "device": model.device,
     })
     verdicts0 = song_predictions(probs, test.songs, model.genres)
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     for g in gains:
         scaled, _, _, _ = load_sources(args, sources, gain_db=g, desc=f"test {g:+g} dB")
         scaled_sets[g] = scaled
-        p_g = model.predict(scaled.features)
+        p_g = predict_chunks(model, scaled.features, progress=sys.stderr.isatty())
         report["gain_agreement"][f"{g:+g}"] = song_agreement(verdicts0, song_predictions(p_g, scaled.songs, model.genres))
         report.setdefault("gain_song_accuracy", {})[f"{g:+g}"] = score(p_g, scaled, model.genres)["song_accuracy"]
 

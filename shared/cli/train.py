@@ -103,6 +103,7 @@ def load_training_features(args: argparse.Namespace, root: Path, manifest: str |
     from shared.feature_cache import extract_songs
     from shared.featurespec import DEFAULT_SPEC
 
+    spec = getattr(args, "feature_spec", DEFAULT_SPEC)  # v2 (with the log-mel) for a pre-trained arch
     try:
         songs = load_labelled_songs(root, manifest=manifest)
     except DatasetError as exc:
@@ -110,7 +111,7 @@ def load_training_features(args: argparse.Namespace, root: Path, manifest: str |
     if not songs:
         raise CliError(f"no audio files under {root}/<genre>/", EXIT_USAGE)
     results = extract_songs(
-        [s[0] for s in songs], DEFAULT_SPEC, jobs=max(1, args.jobs), backend=args.backend, gain_db=gain_db,
+        [s[0] for s in songs], spec, jobs=max(1, args.jobs), backend=args.backend, gain_db=gain_db,
         use_cache=not args.no_cache, progress=sys.stderr.isatty(), desc=desc,
     )
     failed = [(r.path, r.error) for r in results if r.error]
@@ -151,8 +152,11 @@ def run(args: argparse.Namespace) -> int:
     from shared.evaluation import plot_curves, songs_per_source
     from shared.training import train_model
 
+    from shared.model import arch_spec
+
     sources = dataset_sources(args.datasets, args.manifest)
     out = Path(args.out)
+    args.feature_spec = arch_spec(args.arch)
     t0 = time.perf_counter()
     chunks, groups, n_songs, failed = load_sources(args, sources, folders=lambda f: [training_side(f)])
     warn_skipped(failed)
@@ -175,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     artifact = train_model(
         chunks.features, chunks.labels, groups, arch=args.arch, epochs=args.epochs, seed=args.seed,
         validation_fraction=args.validation_fraction, name=args.name or out.name, progress=sys.stderr.isatty(),
-        patience=args.patience, songs=chunks.songs, n_samples=chunks.n_samples,
+        patience=args.patience, songs=chunks.songs, n_samples=chunks.n_samples, spec=args.feature_spec,
         extra_metadata={"training": training_meta},
     )
     t_train = time.perf_counter() - t1

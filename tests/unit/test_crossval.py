@@ -10,6 +10,7 @@ from shared.crossval import (
     BASELINE, CrossValidationError, chunk_folds, chunk_positions, cross_validate, format_crossval, group_folds,
 )
 from shared.evaluation import LabelledChunks
+from shared.featurespec import DEFAULT_SPEC, MEL_SPEC
 from tests.fixtures.models import fake_chunk
 
 
@@ -102,7 +103,8 @@ def test_cross_validate_scores_every_song_once_on_models_that_never_saw_its_arti
     held_out = []
     for k, row in enumerate(report["per_fold"]):
         arch, trained_groups, trained_songs, kwargs = calls[2 * k]
-        assert arch == "default" and calls[2 * k + 1][0] == "seed" and kwargs == {"epochs": 5}
+        assert arch == "default" and calls[2 * k + 1][0] == "seed"
+        assert kwargs == {"epochs": 5, "spec": MEL_SPEC} and calls[2 * k + 1][3] == {"epochs": 5, "spec": DEFAULT_SPEC}
         fold_groups = all_groups - trained_groups
         assert len(fold_groups) == 2  # one artist per genre and fold
         held_out += sorted(fold_groups)

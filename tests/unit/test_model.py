@@ -133,7 +133,7 @@ def test_synthetic_model_classifies_generated_files(synthetic_model, song_factor
 
 
 @pytest.mark.parametrize("arch,inputs", [
-    ("default", {"mfcc", "peaks", "valleys"}), ("merged", {"mfcc", "peaks", "valleys"}), ("mfcc", {"mfcc"}),
+    ("merged", {"mfcc", "peaks", "valleys"}), ("mfcc", {"mfcc"}),
     ("contrast", {"peaks", "valleys"}), ("seed", {"mfcc", "peaks"}), ("tiny", {"mfcc", "peaks", "valleys"}),
 ])
 def test_architectures_build(arch, inputs):
