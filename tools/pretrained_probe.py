@@ -13,9 +13,10 @@ cross-validation over all songs, folds disjoint by artist (as `genre crossval`).
 
     python tools/pretrained_probe.py DATASET [--manifest CSV] [--test-chunks 3] [--cv 5] [--json]
 
-The network is re-implemented here in plain TensorFlow ops and reads the weights straight
-from the checkpoints that the `musicnn` wheel ships (`pip install --no-deps musicnn==0.1.0`;
-its TF1 code and its numpy<1.17 pin are never used). Each chunk is scaled to a fixed RMS
+The network is shared/musicnn.py's: musicnn rebuilt from standard Keras layers, with the
+weights read straight from the checkpoints that the `musicnn` wheel ships (`pip install
+--no-deps musicnn==0.1.0`; its TF1 code and its numpy<1.17 pin are never used), the same
+frozen network the `pretrained` architecture carries. Each chunk is scaled to a fixed RMS
 first, so the probe cannot learn loudness. Embeddings are cached per file (npz, keyed by
 content hash) under $XDG_CACHE_HOME/genre/probe (~/.cache/genre/probe).
 
@@ -26,7 +27,6 @@ Pompeu Fabra 2019, code by Jordi Pons, ISC licence (https://github.com/jordipons
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -43,12 +43,10 @@ from shared.logmel import MEL_BANDS as N_MELS  # noqa: E402
 from shared.logmel import MEL_SAMPLE_RATE as SAMPLE_RATE  # noqa: E402
 from shared.logmel import log_mel_16k as log_mel  # noqa: E402,F401 - (frames, 96) of 16-kHz audio
 from shared.logmel import log_mel_chunk  # noqa: E402
+from shared.musicnn import NETWORKS as MODELS  # noqa: E402
+from shared.musicnn import PATCH_FRAMES, PATCHES_PER_CHUNK, PENULTIMATE, TAGS, WeightsError  # noqa: E402
 
-PATCH_FRAMES = 187  # 3 s
 CHUNK_SECONDS = 30.0
-PATCHES_PER_CHUNK = 10
-BN_EPSILON = 1e-3  # tf.compat.v1.layers.batch_normalization's default
-MODELS = ("MSD_musicnn", "MTT_musicnn")
 SEEDS = (0, 1, 2)
 CACHE_VERSION = 1  # bump when the chunk description changes
 
@@ -57,76 +55,33 @@ class ProbeError(RuntimeError):
     """Something the user must fix (missing weights, no songs)."""
 
 
-def musicnn_weights_dir() -> Path:
-    spec = importlib.util.find_spec("musicnn")  # locates the package without importing its TF1 code
-    if spec is None or not spec.submodule_search_locations:
-        raise ProbeError("the musicnn weights are not installed: pip install --no-deps musicnn==0.1.0")
-    return Path(list(spec.submodule_search_locations)[0])
+def load_networks(models: Sequence[str] = MODELS, folder: Path | None = None) -> list[Any]:
+    """The frozen patch networks (keras.Model: (187, 96) -> penultimate 200 + tags 50), one
+    per model, from the wheel's checkpoints (or `folder`)."""
+    from shared.musicnn import build_patch_network, read_checkpoint
+
+    try:
+        return [build_patch_network(m, read_checkpoint(m, folder)) for m in models]
+    except WeightsError as exc:
+        raise ProbeError(str(exc)) from exc
 
 
-class Musicnn:
-    """The musicnn tagger (front end of vertical and horizontal filters, dense mid end,
-    temporal pooling, two dense layers), inference only, from its TF1 checkpoint."""
+_COMPILED: dict[int, tuple[Any, Any]] = {}  # id(network) -> (network, its traced call)
 
-    def __init__(self, weights: dict[str, Any]) -> None:
-        import tensorflow as tf
 
-        self.weights = weights
-        self._graph = tf.function(self._forward, input_signature=[tf.TensorSpec([None, PATCH_FRAMES, N_MELS], tf.float32)])
+def patch_outputs(net: Any, patches: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """(n, 250) penultimate layer then tag probabilities of (n, 187, 96) log-mel patches."""
+    import tensorflow as tf
 
-    @classmethod
-    def load(cls, model: str, weights_dir: Path | None = None) -> "Musicnn":
-        import tensorflow as tf
-
-        folder = (weights_dir or musicnn_weights_dir()) / model
-        if not (folder / ".index").is_file():
-            raise ProbeError(f"no musicnn checkpoint in {folder}")
-        reader = tf.compat.v1.train.NewCheckpointReader(str(folder) + os.sep)
-        names = [n for n in reader.get_variable_to_shape_map() if "Adam" not in n and "_power" not in n]
-        return cls({n: tf.constant(reader.get_tensor(n)) for n in names})
-
-    def _bn(self, x: Any, i: int) -> Any:
-        import tensorflow as tf
-
-        p = "batch_normalization" + (f"_{i}" if i else "")
-        w = self.weights
-        scale = w[f"{p}/gamma"] * tf.math.rsqrt(w[f"{p}/moving_variance"] + BN_EPSILON)
-        return (x - w[f"{p}/moving_mean"]) * scale + w[f"{p}/beta"]
-
-    def _conv(self, x: Any, i: int, padding: str) -> Any:
-        import tensorflow as tf
-
-        p = "conv2d" + (f"_{i}" if i else "")
-        return tf.nn.relu(tf.nn.conv2d(x, self.weights[f"{p}/kernel"], 1, padding) + self.weights[f"{p}/bias"])
-
-    def __call__(self, patches: np.ndarray) -> dict[str, np.ndarray]:
-        """(n, 187, 96) log-mel patches -> penultimate layer (n, 200) and tag probabilities (n, 50)."""
-        pen, tags = self._graph(np.asarray(patches, np.float32))
-        return {"pen": pen.numpy(), "tags": tags.numpy()}
-
-    def _forward(self, patches: Any) -> tuple[Any, Any]:
-        import tensorflow as tf
-
-        x = self._bn(patches[..., None], 0)
-        pad_time = [[0, 0], [3, 3], [0, 0], [0, 0]]
-        front = []
-        for conv, bn in ((0, 1), (1, 2)):  # timbral: 7x38 and 7x67 filters, max over frequency
-            front.append(tf.reduce_max(self._bn(self._conv(tf.pad(x, pad_time), conv, "VALID"), bn), axis=2))
-        for conv, bn in ((2, 3), (3, 4), (4, 5)):  # temporal: 128, 64, 32 frames, max over frequency
-            front.append(tf.reduce_max(self._bn(self._conv(x, conv, "SAME"), bn), axis=2))
-        front_out = tf.concat(front, axis=2)[..., None]  # (n, T, 561, 1)
-        layers = [front_out]
-        h = front_out
-        for k, (conv, bn) in enumerate(((5, 6), (6, 7), (7, 8))):
-            out = tf.transpose(self._bn(self._conv(tf.pad(h, pad_time), conv, "VALID"), bn), [0, 1, 3, 2])
-            h = out if k == 0 else out + h
-            layers.append(h)
-        fmap = tf.concat(layers, axis=2)  # (n, T, 753, 1)
-        pooled = tf.concat([tf.reduce_max(fmap, axis=1), tf.reduce_mean(fmap, axis=1)], axis=2)
-        flat = self._bn(tf.reshape(pooled, [-1, pooled.shape[1] * 2]), 9)
-        w = self.weights
-        pen = self._bn(tf.nn.relu(flat @ w["dense/kernel"] + w["dense/bias"]), 10)
-        return pen, tf.sigmoid(pen @ w["dense_1/kernel"] + w["dense_1/bias"])
+    entry = _COMPILED.get(id(net))
+    if entry is None or entry[0] is not net:
+        fn = tf.function(lambda x: net(x, training=False),
+                         input_signature=[tf.TensorSpec([None, PATCH_FRAMES, N_MELS], tf.float32)])
+        entry = _COMPILED[id(net)] = (net, fn)
+    fn = entry[1]
+    flat = np.asarray(patches, np.float32).reshape(-1, PATCH_FRAMES, N_MELS)
+    outs = [np.asarray(fn(tf.constant(flat[b : b + batch_size]))) for b in range(0, len(flat), batch_size)]
+    return np.concatenate(outs) if outs else np.zeros((0, PENULTIMATE + TAGS), np.float32)
 
 
 def chunk_patches(pcm: np.ndarray, max_chunks: int | None = None) -> np.ndarray:
@@ -141,25 +96,20 @@ def chunk_patches(pcm: np.ndarray, max_chunks: int | None = None) -> np.ndarray:
     return out
 
 
-def describe_chunks(patches: np.ndarray, nets: Sequence[Musicnn]) -> np.ndarray:
+def describe_chunks(patches: np.ndarray, nets: Sequence[Any]) -> np.ndarray:
     """(chunks, 500 per model): mean and std over each chunk's patches of penultimate and tags."""
     n = len(patches)
     if n == 0:
-        return np.zeros((0, 2 * (200 + 50) * len(nets)), np.float32)  # mean, std of pen + tags
-    flat = patches.reshape(-1, PATCH_FRAMES, N_MELS)
+        return np.zeros((0, 2 * (PENULTIMATE + TAGS) * len(nets)), np.float32)  # mean, std of pen + tags
     parts = []
     for net in nets:
-        out = {k: [] for k in ("pen", "tags")}
-        for b in range(0, len(flat), 64):
-            for k, v in net(flat[b : b + 64]).items():
-                out[k].append(v)
-        for k in ("pen", "tags"):
-            a = np.concatenate(out[k]).reshape(n, PATCHES_PER_CHUNK, -1)
+        out = patch_outputs(net, patches).reshape(n, PATCHES_PER_CHUNK, PENULTIMATE + TAGS)
+        for a in (out[..., :PENULTIMATE], out[..., PENULTIMATE:]):
             parts += [a.mean(1), a.std(1)]
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def song_vectors(path: Path, nets: Sequence[Musicnn], cache: Path | None) -> np.ndarray:
+def song_vectors(path: Path, nets: Sequence[Any], cache: Path | None) -> np.ndarray:
     from shared.audio import DecodeError, decode_file
     from shared.feature_cache import file_sha256
 
@@ -225,7 +175,7 @@ def probe(dataset: Path, manifest: Path | None, test_chunks: int, cv: int, cache
         raise ProbeError(str(exc)) from exc
     if not sides["train"] or not sides["test"]:
         raise ProbeError(f"{dataset} needs train/<genre>/ and test/<genre>/ folders with audio")
-    nets = [Musicnn.load(m) for m in MODELS]
+    nets = load_networks(MODELS)
     rows: dict[str, list] = {k: [] for k in ("x", "genre", "song", "group", "side")}
     too_short: list[str] = []
     todo = [(side, item) for side in ("train", "test") for item in sides[side]]

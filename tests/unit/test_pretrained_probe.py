@@ -1,4 +1,7 @@
-"""tools/pretrained_probe.py: the re-implemented musicnn and its input match the originals."""
+"""tools/pretrained_probe.py: its input, its chunk description and its errors.
+
+The network itself (shared/musicnn.py) is checked against the original TF1 tagger in
+tests/unit/test_musicnn.py."""
 
 from __future__ import annotations
 
@@ -45,46 +48,35 @@ def _signal() -> np.ndarray:
             + 0.05 * rng.standard_normal(len(t)))
 
 
-# What the original TF1 code (musicnn 0.1.0, models.define_model + Saver.restore) computed
-# for the two patches of _signal(): the first tag probabilities and penultimate units.
-ORIGINAL = {
-    "MSD_musicnn": {
-        "tags": [[0.02816, 0.01094, 0.02806, 0.05994, 0.51121, 0.01998], [0.02905, 0.01097, 0.02877, 0.06567, 0.53471, 0.01950]],
-        "pen": [[-0.1772, 0.3132, -0.2848, -0.2751], [-0.1772, 0.4224, -0.2848, -0.2751]],
-        "top_tag": [4, 4],  # "electronic"
-    },
-    "MTT_musicnn": {
-        "tags": [[0.00144, 0.00002, 0.01380, 0.50565, 0.00001, 0.03688], [0.00116, 0.00001, 0.00817, 0.59712, 0.0, 0.02561]],
-        "pen": [[-0.0800, 1.0097, 1.3997, 0.4011], [-0.0800, 0.9693, 1.5145, 0.1512]],
-        "top_tag": [3, 3],  # "techno"
-    },
-}
+@pytest.fixture(scope="module")
+def msd():
+    return pp.load_networks(["MSD_musicnn"])[0]
 
 
 @needs_weights
-@pytest.mark.parametrize("model", sorted(ORIGINAL))
-def test_reimplemented_musicnn_reproduces_the_original(model: str) -> None:
-    mel = pp.log_mel(_signal())
-    out = pp.Musicnn.load(model)(np.stack([mel[:187], mel[187:374]]))
-    ref = ORIGINAL[model]
-    assert out["tags"].shape == (2, 50) and out["pen"].shape == (2, 200)
-    np.testing.assert_allclose(out["tags"][:, :6], ref["tags"], atol=2e-5)
-    np.testing.assert_allclose(out["pen"][:, :4], ref["pen"], atol=2e-4)
-    assert out["tags"].argmax(1).tolist() == ref["top_tag"]
-
-
-@needs_weights
-def test_describe_chunks_is_mean_and_std_over_patches() -> None:
-    net = pp.Musicnn.load("MSD_musicnn")
+def test_describe_chunks_is_mean_and_std_over_patches(msd) -> None:
     patches = pp.chunk_patches(np.tile(_signal(), 5)[: 30 * 16000])
-    x = pp.describe_chunks(patches, [net])
-    direct = net(patches[0])
-    assert x.shape == (1, 500)
-    np.testing.assert_allclose(x[0, :200], direct["pen"].mean(0), atol=1e-5)
-    np.testing.assert_allclose(x[0, 200:400], direct["pen"].std(0), atol=1e-5)
-    np.testing.assert_allclose(x[0, 400:450], direct["tags"].mean(0), atol=1e-6)
+    x = pp.describe_chunks(patches, [msd])
+    direct = np.asarray(msd(patches[0], training=False))  # penultimate (200) then tags (50)
+    pen, tags = direct[:, :200], direct[:, 200:]
+    assert x.shape == (1, 500) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0, :200], pen.mean(0), atol=1e-5)
+    np.testing.assert_allclose(x[0, 200:400], pen.std(0), atol=1e-5)
+    np.testing.assert_allclose(x[0, 400:450], tags.mean(0), atol=1e-6)
+    np.testing.assert_allclose(x[0, 450:500], tags.std(0), atol=1e-6)
+    assert pp.describe_chunks(patches[:0], [msd, msd]).shape == (0, 1000)
+
+
+@needs_weights
+def test_patch_outputs_in_batches_equal_one_call(msd) -> None:
+    patches = pp.chunk_patches(np.tile(_signal(), 5)[: 30 * 16000])[0]
+    whole = pp.patch_outputs(msd, patches)
+    assert whole.shape == (pp.PATCHES_PER_CHUNK, 250)
+    np.testing.assert_allclose(pp.patch_outputs(msd, patches, batch_size=3), whole, atol=1e-5)
 
 
 def test_missing_weights_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(pp.ProbeError, match="no musicnn checkpoint"):
-        pp.Musicnn.load("MSD_musicnn", weights_dir=tmp_path)
+    with pytest.raises(pp.ProbeError, match="no musicnn checkpoint") as err:
+        pp.load_networks(["MSD_musicnn"], folder=tmp_path)
+    assert "pip install --no-deps musicnn==0.1.0" in str(err.value)
+    assert isinstance(err.value.__cause__, pp.WeightsError)
