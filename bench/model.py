@@ -1,12 +1,15 @@
-"""Inference cost per chunk of the shipped model against the ancestor's seed architecture.
+"""Inference cost per chunk of the shipped model against the Vamp-only network and the ancestor's seed architecture.
 
     python bench/model.py [--model models/default] [--seed-model DIR] [--batch 64] [--threads 1]
 
-Both networks run through ModelArtifact.predict_arrays (the path the classifier uses:
+Every network runs through ModelArtifact.predict_arrays (the path the classifier uses:
 one tf.function, no keras predict()), on the same prepared input arrays, in one process,
 on the same device. Without --seed-model, the seed network is built with the default
-model's genres and frame counts; its weights do not matter for timing, and nothing it
-outputs is used. Prints ms per chunk at batch 1 and at --batch, and the ratio.
+model's genres and frame counts; the Vamp-only `merged` network (the shipped model before
+it read a pre-trained network) likewise. Their weights do not matter for timing, and
+nothing they output is used. When the shipped model reads the log-mel, the extractor's
+added cost (`log_mel_chunk` per 30-s chunk) is timed too. Prints ms per chunk at batch 1
+and at --batch, and the ratios.
 """
 
 from __future__ import annotations
@@ -52,32 +55,53 @@ def main() -> int:
     if args.threads > 0:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from shared.model import ModelArtifact, build_network
+    from shared.model import PRETRAINED_INPUT, ModelArtifact
 
     model = ModelArtifact.load(args.model)
-    if args.seed_model:
-        seed = ModelArtifact.load(args.seed_model)
-        seed_note = seed.version
-    else:
-        meta = dict(model.metadata)
-        net = build_network("seed", len(model.genres), model.frames, model.widths)
-        meta.update(arch="seed", name="seed-timing-only", version="seed-timing-only",
-                    preprocessing={"loudness": "none", "normalisation": {
-                        k: {"mean": [0.0] * model.widths[k], "std": [1.0] * model.widths[k]} for k in ("mfcc", "peaks")}})
-        seed = ModelArtifact(net, meta)
-        seed_note = "seed architecture (untrained, timing only)"
+    others = [(ModelArtifact.load(args.seed_model), None)] if args.seed_model else [(timing_only(model, "seed"), "seed architecture (untrained, timing only)")]
+    if PRETRAINED_INPUT in model.input_names:
+        others.insert(0, (timing_only(model, "merged"), "merged, Vamp only (untrained, timing only)"))
     rng = np.random.default_rng(0)
     print(f"device {model.device}, TF threads {args.threads or 'auto'}, best of {args.repeats}")
     print(f"{'model':<48}{'params':>10}{'ms/chunk b=1':>14}{f'ms/chunk b={args.batch}':>16}")
     rows = {}
-    for label, art in ((f"{model.version} ({model.metadata.get('arch')})", model), (seed_note, seed)):
-        one = timed(art, 1, args.repeats, rng)
-        many = timed(art, args.batch, max(3, args.repeats // 4), rng)
+    for label, art in [(f"{model.version} ({model.metadata.get('arch')})", model)] + [(n or a.version, a) for a, n in others]:
+        one = timed(art, 1, max(3, args.repeats // 4), rng)
+        many = timed(art, args.batch, max(3, args.repeats // 8), rng)
         rows[label] = many
         print(f"{label:<48}{art.model.count_params():>10}{one:>14.3f}{many:>16.3f}")
-    a, b = list(rows.values())
-    print(f"seed / default at batch {args.batch}: {b / a:.2f}x")
+    shipped = next(iter(rows.values()))
+    for (label, ms) in list(rows.items())[1:]:
+        print(f"default / {label.split(' ')[0].rstrip(',')} at batch {args.batch}: {shipped / ms:.2f}x")
+    if PRETRAINED_INPUT in model.input_names:
+        from shared.logmel import log_mel_chunk
+
+        pcm = (0.1 * rng.standard_normal(model.spec.chunk_samples)).astype(np.float32)
+        log_mel_chunk(pcm, model.spec.sample_rate)
+        best = min(_seconds(lambda: log_mel_chunk(pcm, model.spec.sample_rate)) for _ in range(max(3, args.repeats // 4)))
+        print(f"extractor side: log-mel {1000 * best:.1f} ms per chunk (added to the Vamp features under spec v{model.spec.version})")
     return 0
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def timing_only(model, arch: str):
+    """An untrained `arch` network with the shipped model's genres and frame counts (timing only)."""
+    from shared.model import VAMP_INPUTS, ModelArtifact, build_network
+
+    meta = dict(model.metadata)
+    frames = {k: model.frames[k] for k in VAMP_INPUTS}
+    widths = {k: model.widths[k] for k in VAMP_INPUTS}
+    net = build_network(arch, len(model.genres), frames, widths)
+    loudness = "none" if arch == "seed" else "chunk"
+    meta.update(arch=arch, name=f"{arch}-timing-only", version=f"{arch}-timing-only", frames_per_chunk=frames,
+                preprocessing={"loudness": loudness, "normalisation": {
+                    k: {"mean": [0.0] * widths[k], "std": [1.0] * widths[k]} for k in VAMP_INPUTS}})
+    return ModelArtifact(net, meta)
 
 
 if __name__ == "__main__":

@@ -160,6 +160,9 @@ def build_chunk_embedder(networks: Sequence[str] = NETWORKS, folder: Path | None
     return model
 
 
+_traced: dict[int, tuple[Any, Any]] = {}  # one traced function per embedder, not one per call
+
+
 def embed(embedder: Any, logmels: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """(n, 10, D) float32 patch embeddings of (n, >=1870, 96) log-mels, in batches."""
     import tensorflow as tf
@@ -167,7 +170,10 @@ def embed(embedder: Any, logmels: np.ndarray, batch_size: int = 16) -> np.ndarra
     n = len(logmels)
     if n == 0:
         return np.zeros((0, PATCHES_PER_CHUNK, int(embedder.outputs[0].shape[-1])), np.float32)
-    fn = tf.function(lambda x: embedder(x, training=False), reduce_retracing=True)
+    fn = _traced.get(id(embedder))
+    if fn is None or fn[0] is not embedder:
+        fn = _traced[id(embedder)] = (embedder, tf.function(lambda x: embedder(x, training=False), reduce_retracing=True))
+    fn = fn[1]
     outs = []
     for start in range(0, n, batch_size):
         part = np.ascontiguousarray(logmels[start : start + batch_size, :CHUNK_FRAMES], dtype=np.float32)
