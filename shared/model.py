@@ -15,7 +15,8 @@ same training run on the same data yields the same version.
 Inference (`ModelArtifact.predict`) runs the network through one `tf.function` with a
 batch-agnostic input signature: it is traced once per artifact, never retraced, and has
 none of `keras.Model.predict`'s per-call set-up cost. Large batches are cut into slices of
-at most `MAX_PREDICT_BATCH` rows.
+at most `MAX_PREDICT_BATCH` rows (`PRETRAINED_PREDICT_BATCH` for a model with the
+pre-trained network, whose activations are large).
 
 Input preprocessing (applied by `input_arrays`, shared by training and serving):
 
@@ -50,6 +51,10 @@ MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 METADATA_SCHEMA = 1
 MAX_PREDICT_BATCH = 256
+# A chunk through the pre-trained network is ten patches whose first convolutions hold about
+# 25 MB of activations each: 256 chunks at once would need tens of GB. Four chunks (40
+# patches) keep the peak near 1 GB and cost no throughput on a CPU.
+PRETRAINED_PREDICT_BATCH = 4
 CONTRAST_REL_EPS = 1e-5  # floor of contrast magnitudes relative to the chunk's mean peak
 VAMP_INPUTS = ("mfcc", "peaks", "valleys")
 PRETRAINED_INPUT = "logmel"  # read raw: the pre-trained network normalises it itself
@@ -383,9 +388,10 @@ class ModelArtifact:
         if n == 0:
             return np.zeros((0, len(self.genres)), dtype=np.float32)
         fn = self._function()
+        step = PRETRAINED_PREDICT_BATCH if PRETRAINED_INPUT in self.input_names else MAX_PREDICT_BATCH
         outs = []
-        for start in range(0, n, MAX_PREDICT_BATCH):
-            part = {k: v[start : start + MAX_PREDICT_BATCH] for k, v in arrays.items()}
+        for start in range(0, n, step):
+            part = {k: v[start : start + step] for k, v in arrays.items()}
             outs.append(np.asarray(fn(part), dtype=np.float32))
         return np.concatenate(outs, axis=0)
 
