@@ -16,6 +16,10 @@ Both sides classify the same N generated songs (the two synthetic genres, altern
   start-up is also measured alone (`genre classify` of the warm-up song) and subtracted
   for a steady-state figure. It runs after the pipeline is stopped.
 
+The extractor service computes the model's feature spec (GENRE_FEATURE_SPEC set from the
+model's metadata), as `genre classify` does: v2 (with the log-mel) for a model that reads
+it, such as the pretrained architecture, v1 for a Vamp-only one.
+
 Every process gets the same thread limits (OPENBLAS/OMP/TF: 1 thread each); the pipeline
 scales by processes. The model is models/default if present, else the synthetic model of
 tests/fixtures/models (trained here, a minute or so). The verdicts of both sides must
@@ -47,17 +51,26 @@ def cmdline(env: dict[str, str], keys: list[str], argv: list[str]) -> str:
     return " ".join([*(f"{k}={shlex.quote(env[k])}" for k in keys if k in env), *map(shlex.quote, argv)])
 
 
-def find_model(arg: str | None, work: Path) -> tuple[str, str]:
+def find_model(arg: str | None, work: Path) -> tuple[str, str, bool]:
+    """(path, note, synthetic?) of the model both sides use."""
     from tests.fixtures.models import train_synthetic_model
 
     candidate = Path(arg) if arg else ROOT / "models" / "default"
     if (candidate / "metadata.json").exists():
-        return str(candidate), "shipped"
+        return str(candidate), "shipped" if not arg else "given", False
     if arg:
         sys.exit(f"bench/e2e.py: no model artifact at {arg}")
     t0 = time.perf_counter()
     path = train_synthetic_model(work / "model")
-    return str(path), f"synthetic (models/default absent; trained in {time.perf_counter() - t0:.0f} s)"
+    return str(path), f"synthetic (models/default absent; trained in {time.perf_counter() - t0:.0f} s)", True
+
+
+def model_spec(path: str):  # noqa: ANN201
+    """The feature spec in the model's metadata.json (without loading TensorFlow here)."""
+    from shared.featurespec import FeatureSpec
+
+    meta = json.loads((Path(path) / "metadata.json").read_text(encoding="utf-8"))
+    return FeatureSpec.from_dict(meta["feature_spec"]), meta.get("arch")
 
 
 def make_songs(root: Path, n: int, seconds: float) -> tuple[Path, list[Path], dict[Path, str]]:
@@ -92,13 +105,16 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="genre-bench-e2e-"))
     print(f"bench/e2e.py: {args.songs} songs x {args.seconds:g} s, work dir {work}")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
-    model, model_note = find_model(args.model, work)
-    print(f"model: {model} ({model_note})")
+    model, model_note, synthetic = find_model(args.model, work)
+    spec, arch = model_spec(model)
+    print(f"model: {model} ({model_note}; arch {arch}, features {spec.id})")
     warm, songs, truth = make_songs(work / "songs", args.songs, args.seconds)
     audio_s = args.songs * args.seconds
 
     bootstrap, broker = external_or_local(work)
-    settings = unique_settings(bootstrap, "bench-e2e", partitions=args.partitions)
+    # The extractor computes the model's spec (GENRE_FEATURE_SPEC), as `genre classify` does:
+    # v2 (the Vamp arrays + the log-mel) for a model that reads the log-mel, v1 otherwise.
+    settings = unique_settings(bootstrap, "bench-e2e", partitions=args.partitions, feature_spec=spec.version)
     pipeline = Pipeline(settings, model, work)
     pipe_by_name: dict[str, dict] = {}
     try:
@@ -175,7 +191,13 @@ def main() -> int:
     print(f"  (pipeline warm-up song incl. service start: {warm_s:.1f} s; classify start-up + 1 x 30 s song: "
           f"{start_s:.1f} s; pipeline verdicts seen by the reader after {wall_seen:.1f} s)")
     print(f"pipeline / classify: {pipe_rate / emb_rate:.2f}x (vs start-up subtracted: {pipe_rate / steady_rate:.2f}x)")
-    print(f"verdicts agree: {len(songs) - len(disagree)}/{len(songs)}; right genre: {len(songs) - len(wrong)}/{len(songs)}")
+    errors = [p.name for p in songs if pipe_by_name[p.name]["status"] != "ok" or emb_by_name[p.name]["status"] != "ok"]
+    print(f"verdicts agree: {len(songs) - len(disagree)}/{len(songs)}"
+          + (f"; right genre: {len(songs) - len(wrong)}/{len(songs)}" if synthetic else
+             " (generated songs: the model's genres are not theirs, so only agreement counts)")
+          + (f"; not ok: {', '.join(errors)}" if errors else ""))
+    if disagree:
+        print(f"disagree: {', '.join(disagree)}")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
     if not args.keep:
         import shutil

@@ -224,11 +224,15 @@ def broker_jit(broker: Any) -> dict[str, tuple[int, tuple[str, ...]]]:
 def sustained_window(records: list, n: int, skip: int = 0, end: int | None = None) -> tuple[Any, int, float]:
     """(sorted CreateTimes in s, index k0 where the measured window starts, records/s in
     it) of the first n records, in CreateTime order. The window is records skip..end
-    (default: to n); without a skip, the first 5 % are warm-up (group join, first fetches)."""
+    (default: to n); without a skip, the first 5 % are warm-up (group join, first fetches).
+    The window opens at a record's CreateTime and counts only the records written after it:
+    k0 moves to the last record of that same time (the rest of its batch, whose work was
+    done before the window), which matters when a run is only a few batches long."""
     import numpy as np
 
     ts = np.sort(np.array([r.timestamp for r in records[:n]], dtype=np.float64))[:end] / 1000.0
     k0 = max(0, skip - 1) if skip else int(0.05 * len(ts))
+    k0 = int(np.searchsorted(ts, ts[k0], side="right")) - 1
     return ts, k0, (len(ts) - 1 - k0) / max(1e-9, ts[-1] - ts[k0])
 
 
