@@ -4,9 +4,10 @@
 
 In one run, on this machine, one BLAS/FFT thread everywhere:
 
-1. **Compute alone**: `extract_features` on the same 30-s chunks the service gets (median
-   of --runs calls after a warm-up): chunks/s of one process, what k8s/README.md's R_e
-   assumes.
+1. **Compute alone**: `extract_chunk` under the feature spec the service emits
+   (GENRE_FEATURE_SPEC, default 2: the Vamp features and the log-mel) on the same 30-s
+   chunks the service gets (median of --runs calls after a warm-up): chunks/s of one
+   process, what k8s/README.md's R_e assumes.
 2. **Service, sustained**: --chunks chunk messages (30 s of float32 PCM each, 2.6 MB;
    songs of 7 chunks, keyed by song id) are produced to a fresh topic of a real broker
    (GENRE_KAFKA_BOOTSTRAP if it answers, else a LocalBroker in a temporary folder)
@@ -44,23 +45,26 @@ def main() -> int:
     os.environ.update(harness.thread_env(1))
     from threadpoolctl import threadpool_limits
 
-    from shared.featurespec import DEFAULT_SPEC
-    from shared.features import extract_features, fft_backend
+    from shared.features import extract_chunk, fft_backend, get_extractor
+    from shared.featurespec import spec_by_version
     from shared.schemas import Chunk, Features, decode, now
+    from shared.settings import Settings
     from tests.fixtures.audio import SR, make_song
 
-    size = DEFAULT_SPEC.chunk_samples
+    spec = spec_by_version(Settings.from_env().feature_spec)
+    size = spec.chunk_samples
+    extract = get_extractor("builtin")
     bank = [make_song(genre, 30.0, seed=700 + k)[:size] for k, genre in enumerate(("clicks", "drone", "clicks", "drone"))]
     with threadpool_limits(limits=1):
         for pcm in bank:
-            extract_features(pcm, SR)
+            extract_chunk(pcm, spec, extract)
         times = []
         for r in range(args.runs):
             t0 = time.perf_counter()
-            extract_features(bank[r % len(bank)], SR)
+            extract_chunk(bank[r % len(bank)], spec, extract)
             times.append(time.perf_counter() - t0)
     compute = 1.0 / statistics.median(times)
-    print(f"compute alone    extract_features ({fft_backend()} FFT), 1 thread: {compute:7.1f} chunks/s "
+    print(f"compute alone    extract_chunk, spec {spec.id} ({fft_backend()} FFT), 1 thread: {compute:7.1f} chunks/s "
           f"({1000 / compute:.2f} ms/chunk), median of {args.runs}")
 
     work = Path(tempfile.mkdtemp(prefix="genre-bench-extractor-"))
@@ -90,7 +94,7 @@ def main() -> int:
         print(f"service sustained {n} chunks from Kafka: {sustained:7.1f} chunks/s "
               f"(first to last features record over {ts[-1] - ts[0]:.1f} s)")
         print(f"ratio service / compute alone: {sustained / compute:.2f}")
-        print(harness.cpu_line(sampler, ts[k0], ts[-1], n - 1 - k0, compute, "extract_features alone"))
+        print(harness.cpu_line(sampler, ts[k0], ts[-1], n - 1 - k0, compute, "extract_chunk alone"))
     finally:
         harness.tear_down(proc, settings, broker)
     print(f"service log: {log}")
