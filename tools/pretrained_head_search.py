@@ -40,10 +40,10 @@ def load(spec_sources: list[str]):
     from shared.cli.train import dataset_sources, load_sources
     from shared.featurespec import MEL_SPEC
 
-    args = argparse.Namespace(jobs=2, backend="builtin", no_cache=False, feature_spec=MEL_SPEC)
+    args = argparse.Namespace(jobs=2, backend="builtin", no_cache=False)
     sources = dataset_sources(spec_sources, None)
-    train = load_sources(args, sources, folders=lambda f: [f / "train"])[:2]
-    test = load_sources(args, sources, folders=lambda f: [f / "test"])[0]
+    train = load_sources(args, sources, folders=lambda f: [f / "train"], spec=MEL_SPEC)[:2]
+    test = load_sources(args, sources, folders=lambda f: [f / "test"], spec=MEL_SPEC)[0]
     return train, test
 
 
@@ -87,8 +87,8 @@ def main() -> int:
         from dataclasses import replace
 
         for name, folder, manifest in dataset_sources(args.also, None):
-            extra = load_sources(argparse.Namespace(jobs=2, backend="builtin", no_cache=False, feature_spec=MEL_SPEC),
-                                 [(name, folder, manifest)])[0]
+            extra = load_sources(argparse.Namespace(jobs=2, backend="builtin", no_cache=False),
+                                 [(name, folder, manifest)], spec=MEL_SPEC)[0]
             test = concat_chunks([test, replace(extra, songs=[f"{name}:{s}" for s in extra.songs], sources=None)])
     print(f"train {len(train)} chunks, test {len(test)} chunks", flush=True)
     if args.classical:

@@ -31,8 +31,8 @@ def main():
     from shared.evaluation import song_predictions
     from shared.crossval import chunk_positions
     art = ModelArtifact.load(sys.argv[1])
-    args = argparse.Namespace(jobs=2, backend="builtin", no_cache=False, feature_spec=MEL_SPEC)
-    sets = {n: load_sources(args, [(n, f, m)])[0] for n, f, m in dataset_sources(sys.argv[2:], None)}
+    args = argparse.Namespace(jobs=2, backend="builtin", no_cache=False)
+    sets = {n: load_sources(args, [(n, f, m)], spec=MEL_SPEC)[0] for n, f, m in dataset_sources(sys.argv[2:], None)}
     emb = None
     for name, ch in sets.items():
         p = predict_chunks(art, ch.features)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from shared.cli import EXIT_USAGE, CliError
+from shared.featurespec import FeatureSpec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,7 +59,7 @@ def _both_sides(root: Path) -> list[Path]:
     return [root / "train", root / "test"] if (root / "train").is_dir() and (root / "test").is_dir() else [root]
 
 
-def _all_songs(args: argparse.Namespace, sources):
+def _all_songs(args: argparse.Namespace, sources, spec: FeatureSpec):
     """Chunks and groups of every song under the datasets, both sides of a split."""
     from shared.cli.train import load_sources, warn_skipped
     from shared.dataset import artist_from_name
@@ -69,7 +70,7 @@ def _all_songs(args: argparse.Namespace, sources):
         named = {s: artist_from_name(Path(s)) for s in set(chunks.songs)}
         return [f"artist:{named[s]}" if g.startswith("song:") and named[s] else g for g, s in zip(groups, chunks.songs)]
 
-    chunks, groups, _, failed = load_sources(args, sources, folders=_both_sides, regroup=regroup)
+    chunks, groups, _, failed = load_sources(args, sources, folders=_both_sides, regroup=regroup, spec=spec)
     warn_skipped(failed)
     return chunks, groups
 
@@ -85,13 +86,13 @@ def run(args: argparse.Namespace) -> int:
     archs = args.archs or ["default", "seed"]
     if args.test_chunks < 0:
         raise CliError("--test-chunks must be 0 (all) or more", EXIT_USAGE)
-    from shared.featurespec import MEL_SPEC
+    from shared.featurespec import DEFAULT_SPEC, MEL_SPEC
     from shared.model import PRETRAINED_INPUT, arch_inputs
 
     sources = dataset_sources(args.datasets, args.manifest)
-    if any(PRETRAINED_INPUT in arch_inputs(a) for a in archs):
-        args.feature_spec = MEL_SPEC  # a v1 arch reads the same Vamp arrays from v2 features
-    chunks, groups = _all_songs(args, sources)
+    # a v1 arch reads the same Vamp arrays from v2 features
+    spec = MEL_SPEC if any(PRETRAINED_INPUT in arch_inputs(a) for a in archs) else DEFAULT_SPEC
+    chunks, groups = _all_songs(args, sources, spec)
     set_tf_threads(args.threads)
     n_songs = len(set(chunks.songs))
     print(f"{n_songs} songs, {len(chunks)} chunks, {len(set(groups))} groups, {len(set(chunks.labels))} genres; "

@@ -79,9 +79,8 @@ def run(args: argparse.Namespace) -> int:
     train_roots = [Path(t) for t in args.train] if args.train else [f.parent / "train" for _, f, _ in sources]
     train_sources = [(n, t, m) for (n, _, m), t in zip(sources, train_roots)]
 
-    args.feature_spec = model.spec
     t0 = time.perf_counter()
-    test, _, _, failed = load_sources(args, sources, desc="test features")
+    test, _, _, failed = load_sources(args, sources, spec=model.spec, desc="test features")
     warn_skipped(failed)
     if not len(test):
         raise CliError(f"no readable songs under {', '.join(str(f) for _, f, _ in sources)}", 1)
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     report["gain_agreement"] = {}
     scaled_sets = {}
     for g in gains:
-        scaled, _, _, _ = load_sources(args, sources, gain_db=g, desc=f"test {g:+g} dB")
+        scaled, _, _, _ = load_sources(args, sources, spec=model.spec, gain_db=g, desc=f"test {g:+g} dB")
         scaled_sets[g] = scaled
         p_g = predict_chunks(model, scaled.features, progress=sys.stderr.isatty())
         report["gain_agreement"][f"{g:+g}"] = song_agreement(verdicts0, song_predictions(p_g, scaled.songs, model.genres))
@@ -117,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: no train side at {', '.join(missing)}; baseline and seed are not reported "
                   "(give --train)", file=sys.stderr)
         else:
-            train, train_groups, _, _ = load_sources(args, train_sources, desc="train features")
+            train, train_groups, _, _ = load_sources(args, train_sources, spec=model.spec, desc="train features")
 
     report["baseline"] = None
     if not args.no_baseline and train is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from shared.cli import EXIT_USAGE, CliError
+from shared.featurespec import DEFAULT_SPEC, FeatureSpec
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +97,13 @@ def dataset_sources(specs: Sequence[str], manifests: Sequence[str] | None) -> li
 
 
 def load_training_features(args: argparse.Namespace, root: Path, manifest: str | None = None, *,
-                           gain_db: float = 0.0, desc: str = "features"):
-    """(LabelledChunks, groups per chunk, song list, failures) of the songs under root/<genre>/."""
+                           spec: FeatureSpec = DEFAULT_SPEC, gain_db: float = 0.0, desc: str = "features"):
+    """(LabelledChunks, groups per chunk, song list, failures) of the songs under root/<genre>/,
+    with the arrays of `spec` (v2, with the log-mel, for a pre-trained arch)."""
     from shared.dataset import DatasetError, load_labelled_songs
     from shared.evaluation import chunks_from_results
     from shared.feature_cache import extract_songs
-    from shared.featurespec import DEFAULT_SPEC
 
-    spec = getattr(args, "feature_spec", DEFAULT_SPEC)  # v2 (with the log-mel) for a pre-trained arch
     try:
         songs = load_labelled_songs(root, manifest=manifest)
     except DatasetError as exc:
@@ -122,14 +122,16 @@ def load_training_features(args: argparse.Namespace, root: Path, manifest: str |
 
 def load_sources(args: argparse.Namespace, sources: Sequence[Source], *,
                  folders: Callable[[Path], list[Path]] = lambda f: [f],
-                 regroup: Callable | None = None, gain_db: float = 0.0, desc: str = "features"):
+                 regroup: Callable | None = None, spec: FeatureSpec = DEFAULT_SPEC, gain_db: float = 0.0,
+                 desc: str = "features"):
     """(chunks, groups, songs found, failures) of every source's `folders`, pooled by
     pool_sources; `regroup(chunks, groups)` adjusts a source's groups before its ids get the prefix."""
     from shared.evaluation import concat_chunks, pool_sources
 
     parts, n_songs, failed = [], 0, []
     for name, folder, manifest in sources:
-        loaded = [load_training_features(args, root, manifest, gain_db=gain_db, desc=desc) for root in folders(folder)]
+        loaded = [load_training_features(args, root, manifest, spec=spec, gain_db=gain_db, desc=desc)
+                  for root in folders(folder)]
         chunks = concat_chunks([c for c, _, _, _ in loaded])
         groups = [g for _, gs, _, _ in loaded for g in gs]
         parts.append((name, chunks, regroup(chunks, groups) if regroup else groups))
@@ -156,9 +158,9 @@ def run(args: argparse.Namespace) -> int:
 
     sources = dataset_sources(args.datasets, args.manifest)
     out = Path(args.out)
-    args.feature_spec = arch_spec(args.arch)
+    spec = arch_spec(args.arch)
     t0 = time.perf_counter()
-    chunks, groups, n_songs, failed = load_sources(args, sources, folders=lambda f: [training_side(f)])
+    chunks, groups, n_songs, failed = load_sources(args, sources, folders=lambda f: [training_side(f)], spec=spec)
     warn_skipped(failed)
     t_feat = time.perf_counter() - t0
     genres = sorted(set(chunks.labels))
@@ -179,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     artifact = train_model(
         chunks.features, chunks.labels, groups, arch=args.arch, epochs=args.epochs, seed=args.seed,
         validation_fraction=args.validation_fraction, name=args.name or out.name, progress=sys.stderr.isatty(),
-        patience=args.patience, songs=chunks.songs, n_samples=chunks.n_samples, spec=args.feature_spec,
+        patience=args.patience, songs=chunks.songs, n_samples=chunks.n_samples, spec=spec,
         extra_metadata={"training": training_meta},
     )
     t_train = time.perf_counter() - t1
