@@ -91,7 +91,7 @@ def _store(p: Path, feats: Sequence[ChunkFeatures], n_samples: Sequence[int], sp
         with os.fdopen(fd, "wb") as fh:
             np.savez(
                 fh,
-                **{k: np.stack([f.arrays()[k] for f in feats]).astype(np.float32) for k in names},
+                **{k: np.stack([getattr(f, k) for f in feats]).astype(np.float32) for k in names},
                 n_samples=np.asarray(n_samples, dtype=np.int64),
             )
         os.replace(tmp, p)

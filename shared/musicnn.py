@@ -160,20 +160,22 @@ def build_chunk_embedder(networks: Sequence[str] = NETWORKS, folder: Path | None
     return model
 
 
-_traced: dict[int, tuple[Any, Any]] = {}  # one traced function per embedder, not one per call
+def traced(embedder: Any) -> Any:
+    """The embedder as one traced function: trace it once, then call it for every batch."""
+    import tensorflow as tf
+
+    return tf.function(lambda x: embedder(x, training=False), reduce_retracing=True)
 
 
-def embed(embedder: Any, logmels: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """(n, 10, D) float32 patch embeddings of (n, >=1870, 96) log-mels, in batches."""
+def embed(embedder: Any, logmels: np.ndarray, batch_size: int = 16, fn: Any = None) -> np.ndarray:
+    """(n, 10, D) float32 patch embeddings of (n, >=1870, 96) log-mels, in batches
+    (`fn`: `traced(embedder)` made once by a caller that calls this many times)."""
     import tensorflow as tf
 
     n = len(logmels)
     if n == 0:
         return np.zeros((0, PATCHES_PER_CHUNK, int(embedder.outputs[0].shape[-1])), np.float32)
-    fn = _traced.get(id(embedder))
-    if fn is None or fn[0] is not embedder:
-        fn = _traced[id(embedder)] = (embedder, tf.function(lambda x: embedder(x, training=False), reduce_retracing=True))
-    fn = fn[1]
+    fn = fn or traced(embedder)
     outs = []
     for start in range(0, n, batch_size):
         part = np.ascontiguousarray(logmels[start : start + batch_size, :CHUNK_FRAMES], dtype=np.float32)
@@ -205,6 +207,7 @@ def embed_cached(embedder: Any, logmels: Sequence[np.ndarray], cache: Path | Non
             except (OSError, ValueError):
                 pass  # a damaged entry is recomputed
         todo.append(i)
+    fn = traced(embedder) if todo else None
     bar = None
     if progress and todo:
         from tqdm import tqdm
@@ -212,7 +215,7 @@ def embed_cached(embedder: Any, logmels: Sequence[np.ndarray], cache: Path | Non
         bar = tqdm(total=len(todo), desc="pre-trained embedding", unit="chunk")
     for start in range(0, len(todo), batch_size):
         idx = todo[start : start + batch_size]
-        emb = embed(embedder, np.stack([logmels[i][:CHUNK_FRAMES] for i in idx]), batch_size)
+        emb = embed(embedder, np.stack([logmels[i][:CHUNK_FRAMES] for i in idx]), batch_size, fn)
         for i, e in zip(idx, emb):
             out[i] = e
             p = paths[i]
