@@ -235,6 +235,44 @@ def _batches_factory(windows: _Windows, examples: np.ndarray, y: np.ndarray, w: 
     return Batches()
 
 
+def source_genre_mask(sources: Sequence[str], y: np.ndarray, n_classes: int) -> np.ndarray | None:
+    """(chunks, genres) 0/1: the genres that each chunk's source has, or None when every
+    source has them all.
+
+    A model trained on real recordings of 4 genres and renders of 8 otherwise learns that
+    "a real recording" means "one of the 4": every real clip pushes the render-only
+    genres down. With the mask a source's chunks are scored only against its own genres,
+    so what a genre sounds like comes from the sources that have it and nothing teaches
+    the model that a source's absent genres cannot occur there."""
+    names = np.asarray([str(s) for s in sources])
+    if len(names) != len(y):
+        raise ValueError(f"sources and labels differ in length: {len(names)}, {len(y)}")
+    mask = np.zeros((len(y), n_classes), np.float32)
+    for name in np.unique(names):
+        rows = names == name
+        mask[np.ix_(rows, np.unique(y[rows]))] = 1.0
+    return None if mask.all() else mask
+
+
+def source_masked_crossentropy(absent_weight: float = 0.0) -> Callable[[Any, Any], Any]:
+    """Cross-entropy of the softmax renormalised over each chunk's allowed genres, with the
+    probability of its source's absent genres counted at `absent_weight` (0: not at all,
+    1: plain cross-entropy).
+
+    y_true is one-hot plus the 0/1 mask of allowed genres (the label's entry is 2), so the
+    target is y_true minus the mask and the loss is -log p_label + log sum(w p)."""
+    from keras import ops
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        allowed = ops.cast(y_true > 0, y_pred.dtype)
+        target = y_true - allowed
+        weight = allowed + absent_weight * (1.0 - allowed)
+        p = ops.clip(y_pred, 1e-7, 1.0)
+        return -ops.sum(target * ops.log(p), axis=-1) + ops.log(ops.sum(weight * p, axis=-1))
+
+    return loss
+
+
 def train_model(
     features: Sequence[ChunkFeatures],
     labels: Sequence[str],
@@ -258,12 +296,16 @@ def train_model(
     extra_metadata: Mapping[str, Any] | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
     head_options: Mapping[str, Any] | None = None,
+    sources: Sequence[str] | None = None,
+    absent_weight: float = 0.0,
 ) -> ModelArtifact:
     """Train `arch` on chunk features; `groups` (song ids or artists) keep the validation
     split clean. `songs` (song id per chunk, chunks of a song in order) and `n_samples`
     (real samples per chunk) let augmentation move training windows across a song's
-    chunk boundaries; without them each chunk stands alone. Returns an in-memory
-    artifact (call `.save(path)`)."""
+    chunk boundaries; without them each chunk stands alone. `sources` (dataset name per
+    chunk) makes each source teach only the genres it has (`source_genre_mask`), its absent
+    genres' probability counted at `absent_weight`.
+    Returns an in-memory artifact (call `.save(path)`)."""
     import keras
     import tensorflow as tf
 
@@ -313,6 +355,11 @@ def train_model(
     class_weight = np.where(present, len(y_tr) / (present.sum() * np.maximum(counts, 1)), 0.0)
     w_tr = class_weight[y_tr].astype(np.float32)
     onehot = np.eye(n_classes, dtype=np.float32)
+    allowed = source_genre_mask(sources, y_all, n_classes) if sources is not None else None
+    if allowed is not None and mixup > 0:
+        raise ValueError("mixup cannot mix the targets of sources with different genre sets; train without one of them")
+    target_tr = onehot[y_tr] if allowed is None else onehot[y_tr] + allowed[np.asarray(windows.example_row)]
+    target_va = onehot[y_va] if allowed is None else onehot[y_va] + allowed[val_mask]
 
     if pretrained:
         emb_tr = raw[EMBEDDING_INPUT][tr].reshape(-1, widths[EMBEDDING_INPUT]).astype(np.float64)
@@ -323,10 +370,10 @@ def train_model(
         model = build_network(resolved, n_classes, frames, widths)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="categorical_crossentropy",
+        loss="categorical_crossentropy" if allowed is None else source_masked_crossentropy(absent_weight),
         metrics=["accuracy"],
     )
-    train_data = _batches_factory(windows, examples, onehot[y_tr], w_tr, batch_size, seed, augment, resolved, stats,
+    train_data = _batches_factory(windows, examples, target_tr, w_tr, batch_size, seed, augment, resolved, stats,
                                   mixup=mixup if augment else 0.0, time_masks=time_masks if augment else 0)
     has_val = bool(val_mask.any())
     callbacks: list[Any] = []
@@ -338,7 +385,7 @@ def train_model(
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e, dict(logs or {}))))
     hist = model.fit(
         train_data,
-        validation_data=(x_va, onehot[y_va]) if has_val else None,
+        validation_data=(x_va, target_va) if has_val else None,
         epochs=epochs,
         callbacks=callbacks,
         verbose=1 if progress else 0,
@@ -371,7 +418,9 @@ def train_model(
             "batch_size": int(batch_size),
             "learning_rate": float(learning_rate),
             "optimizer": "adam",
-            "loss": "categorical_crossentropy",
+            "loss": "categorical_crossentropy" if allowed is None else
+                    f"categorical_crossentropy over the genres of each chunk's own source "
+                    f"(others weighted {absent_weight:g})",
             "seed": int(seed),
             "augment": f"window jitter +-{JITTER_FRACTION:g} chunk within the song" if augment else "none",
             "mixup": float(mixup) if augment else 0.0,

@@ -33,6 +33,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "wide": {"head_options": {"units": 256}},
     "low-dropout": {"head_options": {"dropout": 0.3}},
     "mixup": {"mixup": 0.4},
+    "source-mask": {"source_mask": True},
+    "no-vamp-source-mask": {"head_options": {"vamp": False}, "source_mask": True},
+    "source-soft-0.1": {"source_mask": True, "absent_weight": 0.1},
+    "source-soft-0.3": {"source_mask": True, "absent_weight": 0.3},
+    "no-vamp-source-soft-0.1": {"head_options": {"vamp": False}, "source_mask": True, "absent_weight": 0.1},
 }
 
 
@@ -59,7 +64,7 @@ def per_source(probs: np.ndarray, test, genres: list[str], first: int = 3) -> di
     for s, v in verdicts.items():
         source = s.split(":", 1)[0]
         out.setdefault(source, []).append(v == truth[s])
-        if source not in ("real", "midi"):
+        if source != "midi":
             out.setdefault(f"{source}/{truth[s]}", []).append(v == truth[s])
     return {k: round(float(np.mean(v)), 3) for k, v in sorted(out.items())}
 
@@ -71,6 +76,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--also", action="append", default=[], metavar="NAME=DIR",
                     help="also score on a labelled <genre>/ folder of another source (e.g. recordings of every genre)")
+    ap.add_argument("--ensemble", action="store_true", help="also score the mean probabilities of each variant's seeds")
     ap.add_argument("--classical", action="store_true", help="also logistic regression on embedding mean/std")
     args = ap.parse_args()
     from shared.tf_import import import_tensorflow_quietly
@@ -104,13 +110,21 @@ def main() -> int:
         probs = clf.predict_proba(stats(e_te))
         print(f"{'logistic regression':<16} {per_source(probs, test, [str(c) for c in clf.classes_])}", flush=True)
     for name in args.variant or ["shipped"]:
+        members = []
         for seed in args.seeds:
             t0 = time.perf_counter()
+            options = dict(VARIANTS[name])
+            if options.pop("source_mask", False):
+                options["sources"] = train.sources
             art = train_model(train.features, train.labels, groups, arch="pretrained", spec=MEL_SPEC, seed=seed,
-                              songs=train.songs, n_samples=train.n_samples, **VARIANTS[name])
+                              songs=train.songs, n_samples=train.n_samples, **options)
             probs = predict_chunks(art, test.features)
+            members.append(probs)
             print(f"{name:<16} seed {seed}: {per_source(probs, test, art.genres)} "
                   f"({art.metadata['training']['epochs_run']} epochs, {time.perf_counter() - t0:.0f} s)", flush=True)
+        if args.ensemble and len(members) > 1:
+            print(f"{name:<16} mean of {len(members)} seeds: {per_source(np.mean(members, axis=0), test, art.genres)}",
+                  flush=True)
     return 0
 
 

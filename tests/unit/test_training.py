@@ -47,3 +47,41 @@ def test_class_weights_balance_genres_and_metadata_is_complete():
     assert art.metadata["training"]["chunks_validation"] == 0
     assert art.metadata["data_fingerprint"].startswith("sha256:")
     assert "train_seconds" in art.metadata["created"]
+
+
+def test_source_genre_mask_allows_each_source_only_its_own_genres():
+    from shared.training import source_genre_mask
+
+    y = np.array([0, 1, 2, 1, 3])
+    mask = source_genre_mask(["real", "real", "midi", "midi", "midi"], y, 4)
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 1, 1], [0, 1, 1, 1], [0, 1, 1, 1]]
+    assert source_genre_mask(["a", "a", "b", "b"], np.array([0, 1, 1, 0]), 2) is None  # both sources have both
+
+
+def test_source_masked_crossentropy_ignores_only_the_disallowed_genres():
+    import keras
+
+    from shared.training import source_masked_crossentropy
+
+    p = np.array([[0.2, 0.1, 0.7], [0.2, 0.1, 0.7]], np.float32)
+    everything = np.array([[2, 1, 1]], np.float32)  # label 0, all allowed: plain cross-entropy
+    without_2 = np.array([[2, 1, 0]], np.float32)  # label 0, genre 2 not in this source
+    plain = float(keras.ops.convert_to_numpy(source_masked_crossentropy()(everything, p[:1]))[0])
+    masked = float(keras.ops.convert_to_numpy(source_masked_crossentropy()(without_2, p[:1]))[0])
+    assert np.isclose(plain, -np.log(0.2), atol=1e-5)
+    assert np.isclose(masked, -np.log(0.2 / 0.3), atol=1e-5)  # the 0.7 on genre 2 costs nothing
+    # and the mass on an allowed wrong genre still does
+    wrong_allowed = np.array([[0.2, 0.7, 0.1]], np.float32)
+    assert float(keras.ops.convert_to_numpy(source_masked_crossentropy()(without_2, wrong_allowed))[0]) > masked + 0.5
+    half = float(keras.ops.convert_to_numpy(source_masked_crossentropy(0.5)(without_2, p[:1]))[0])
+    assert np.isclose(half, -np.log(0.2 / (0.3 + 0.5 * 0.7)), atol=1e-5)
+
+
+def test_training_with_sources_records_the_masked_loss():
+    chunks, labels, groups = fake_set(genres=("a", "b", "c"), songs=4, seed=3)
+    sources = ["x" if lab in ("a", "b") else "y" for lab in labels]
+    sources = [s if lab != "b" or i % 2 else "y" for i, (s, lab) in enumerate(zip(sources, labels))]
+    art = train_model(chunks, labels, groups, arch="merged", epochs=2, seed=0, sources=sources)
+    assert "own source" in art.metadata["training"]["loss"]
+    probs = art.predict(chunks[:3])
+    assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
