@@ -50,6 +50,32 @@ def test_claim_check_key_cannot_be_a_path():
         decode(msgpack.packb({**d, "song_id": "../x"}), SongRef)
 
 
+DIGEST = "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize("blob", [
+    DIGEST + "\n",                        # `$` matches before a trailing newline
+    DIGEST + "/../../../../etc/passwd",    # a valid digest, then a path
+    DIGEST[:-1],                           # one digit short
+    DIGEST.upper(),                        # the store's names are lower case
+])
+def test_blob_key_must_be_exactly_a_digest(blob):
+    """The key check is a full match: a digest with anything after it is refused."""
+    d = SongRef(song_id="a", filename="f", blob=DIGEST, size=1).to_dict()
+    assert decode(msgpack.packb(d), SongRef).blob == DIGEST
+    with pytest.raises(SchemaError, match="SHA-256"):
+        decode(msgpack.packb({**d, "blob": blob}), SongRef)
+
+
+@pytest.mark.parametrize("song_id", ["abc\n", "abc/../x", "a" * 129, "-a"])
+def test_song_id_must_be_exactly_an_id(song_id):
+    """Song ids key every topic and name nothing else: a trailing newline or a suffix is refused."""
+    d = SongRef(song_id="abc", filename="f", blob=DIGEST, size=1).to_dict()
+    assert decode(msgpack.packb({**d, "song_id": "a" * 128}), SongRef).song_id == "a" * 128
+    with pytest.raises(SchemaError, match="song_id"):
+        decode(msgpack.packb({**d, "song_id": song_id}), SongRef)
+
+
 def test_wrong_array_shape_and_dtype_rejected():
     d = feats().to_dict()
     d["arrays"]["mfcc"]["shape"] = [10, 10]
