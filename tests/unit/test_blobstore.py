@@ -49,3 +49,44 @@ def test_path_stays_in_the_store_even_if_the_key_check_is_weakened(tmp_path, mon
     assert store.path_for(DIGEST) == tmp_path / "01" / DIGEST
     with pytest.raises(ValueError, match="outside"):
         store.path_for(key)
+
+
+def test_put_file_creates_the_store_counts_every_block_and_writes_its_temp_file_inside(tmp_path, monkeypatch):
+    """A store folder that does not exist yet is made; a file of several copy blocks is
+    hashed and counted whole; the temporary copy lives in the store, so the final rename is
+    atomic on one filesystem, and nothing is left behind."""
+    import hashlib
+    import tempfile
+
+    dirs = []
+    real_mkstemp = tempfile.mkstemp
+
+    def spy(*args, **kw):
+        dirs.append(kw.get("dir"))
+        return real_mkstemp(*args, **kw)
+
+    monkeypatch.setattr(blobstore.tempfile, "mkstemp", spy)
+    data = bytes(range(256)) * (blobstore.COPY_BLOCK // 256 * 2 + 7)  # 2 blocks and a bit
+    src = tmp_path / "big.flac"
+    src.write_bytes(data)
+    root = tmp_path / "a" / "b" / "store"
+    store = BlobStore(root)
+    key, size = store.put_file(src)
+    assert (key, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert dirs == [root]
+    assert sorted(p.name for p in root.iterdir()) == [key[:2]]
+
+
+def test_a_failed_put_leaves_no_temporary_file(tmp_path):
+    store = BlobStore(tmp_path / "store")
+    with pytest.raises(FileNotFoundError):
+        store.put_file(tmp_path / "missing.mp3")
+    assert list((tmp_path / "store").iterdir()) == []
+
+
+def test_errors_say_what_is_wrong(tmp_path):
+    store = BlobStore(tmp_path)
+    with pytest.raises(ValueError, match=r"is not a blob key \(a SHA-256 hex digest\)"):
+        store.path_for("../x")
+    with pytest.raises(BlobNotFound, match=f"song {DIGEST[:12]}… is not in the shared store"):
+        store.open_path(DIGEST)

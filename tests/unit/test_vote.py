@@ -38,9 +38,9 @@ def test_tie_broken_by_summed_probability_then_name():
 
 
 def test_bad_shapes_are_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected \(n_chunks >= 1, 3\) probabilities, got \(0, 3\)"):
         song_verdict(np.zeros((0, 3)), GENRES)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="got \\(2, 2\\)"):
         song_verdict(np.zeros((2, 2)), GENRES)
 
 
@@ -61,3 +61,11 @@ def test_tally_error_wins_once_complete():
     t.add(0, False, np.array([1, 0, 0]))
     t.add(1, True, error="ffmpeg could not decode the file: boom")
     assert t.complete and t.error().startswith("ffmpeg")
+
+
+def test_tally_stores_float32_and_has_no_error_without_one():
+    """Chunk probabilities are kept as float32 (what the classifier emits, half the memory)."""
+    t = VoteTally("s3")
+    t.add(0, True, np.array([0.25, 0.75], dtype=np.float64))
+    assert t.complete and t.error() == ""
+    assert t.stacked().dtype == np.float32
