@@ -25,9 +25,15 @@ class BlobStore:
         self.root = Path(root)
 
     def path_for(self, key: str) -> Path:
-        if not BLOB_KEY_RE.match(key):
+        if not isinstance(key, str) or not BLOB_KEY_RE.fullmatch(key):
             raise ValueError(f"{key!r} is not a blob key (a SHA-256 hex digest)")
-        return self.root / key[:2] / key
+        path = self.root / key[:2] / key
+        # Its own containment check, not only the schema's regex: whatever a key is, the
+        # path it names (with ".." collapsed) is a file two levels under the root.
+        norm = Path(os.path.normpath(path))
+        if norm.name != key or norm.parent.parent != Path(os.path.normpath(self.root)):
+            raise ValueError(f"{key!r} names a path outside the blob store")
+        return path
 
     def put_file(self, src: str | Path) -> tuple[str, int]:
         """Copy a file in (atomically, hashing as it goes); returns (key, size)."""

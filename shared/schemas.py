@@ -20,8 +20,10 @@ SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Upper bound of any message; a 30 s float32 chunk at 22,050 Hz is 2.65 MB."""
 
-SONG_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-BLOB_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+# Used with `fullmatch` only: `$` also matches before a trailing newline, and `match`
+# alone accepts any suffix (a digest followed by "/../../etc/passwd").
+SONG_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+BLOB_KEY_RE = re.compile(r"[0-9a-f]{64}")
 ALLOWED_DTYPES = {"float32", "int16"}
 
 
@@ -114,7 +116,7 @@ class Message:
 
     def validate(self) -> None:
         song_id = getattr(self, "song_id", None)
-        if song_id is not None and not SONG_ID_RE.match(song_id):
+        if song_id is not None and not SONG_ID_RE.fullmatch(song_id):
             raise SchemaError(f"song_id {song_id!r} is not a valid id")
 
 
@@ -168,7 +170,7 @@ class SongRef(Message):
 
     def validate(self) -> None:
         super().validate()
-        if not BLOB_KEY_RE.match(self.blob):
+        if not BLOB_KEY_RE.fullmatch(self.blob):
             raise SchemaError(f"blob key {self.blob!r} is not a SHA-256 hex digest")
         if self.size < 0:
             raise SchemaError("size must not be negative")

@@ -26,6 +26,7 @@ from shared.schemas import DeadLetter, Features, Verdict, decode
 from shared.settings import REPO_ROOT
 from tests.fixtures.audio import SR, make_song, write_audio
 from tests.fixtures.bad_input import WEIRD_NAME, bad_messages, wrong_shape_features
+from tests.e2e.test_faults import scrape
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -169,9 +170,14 @@ def test_features_of_the_wrong_shape_do_not_poison_a_batch(pipeline):  # noqa: A
     good = _features_of("good-song", "clicks", 90, seed=5)
     bad_width = wrong_shape_features("bad-width", (646, 7))
     bad_frames = wrong_shape_features("bad-frames", (10, 20))
-    # all on the topic before the classifier starts, so its first poll batches them together
+    # all on the topic before the classifier starts, so its first poll batches them together;
+    # a batch of exactly the five, taken only when all five wait (or the oldest waited 120 s)
     send_raw(pipeline.settings, [(pipeline.settings.topic_features, f.song_id, f.encode())
                                  for f in (good[0], bad_width, good[1], bad_frames, good[2])])
+    ports = pipeline.expose_metrics()
+    classifier = pipeline.services["classifier"]
+    classifier.env = {**classifier.env, "GENRE_BATCH_MAX_SIZE": "5", "GENRE_BATCH_MAX_WAIT_MS": "120000",
+                      "GENRE_BATCH_PREFERRED_SIZES": ""}
     pipeline.start("classifier")
     s = pipeline.settings
     verdicts: dict[str, dict] = {}
@@ -180,7 +186,7 @@ def test_features_of_the_wrong_shape_do_not_poison_a_batch(pipeline):  # noqa: A
     readers = kafka_io.make_reader(s, s.topic_verdicts), kafka_io.make_reader(s, s.topic_deadletter)
     try:
         while time.monotonic() < deadline and not (
-                "good-song" in verdicts and {"bad-width", "bad-frames"} <= set(verdicts) | letters):
+                {"good-song", "bad-width", "bad-frames"} <= set(verdicts) or letters):
             for records in readers[0].poll(timeout_ms=300).values():
                 for rec in records:
                     v = decode(rec.value, Verdict)
@@ -192,7 +198,16 @@ def test_features_of_the_wrong_shape_do_not_poison_a_batch(pipeline):  # noqa: A
             r.close()
     assert verdicts.get("good-song", {}).get("status") == "ok", verdicts.get("good-song")
     assert verdicts["good-song"]["genre"] == "clicks", verdicts["good-song"]
-    for sid in ("bad-width", "bad-frames"):
-        if sid not in letters:
-            assert sid in verdicts, f"{sid}: neither a verdict nor a dead letter"
-            assert verdicts[sid]["status"] == "error" and "shape" in verdicts[sid]["error"], verdicts[sid]
+    # README: an error verdict naming the shape, not a dead letter
+    assert not letters, f"dead letters where README promises error verdicts: {sorted(letters)}"
+    for sid, shape in (("bad-width", "(646, 7)"), ("bad-frames", "(10, 20)")):
+        assert sid in verdicts, f"{sid}: no verdict"
+        v = verdicts[sid]
+        assert v["status"] == "error" and "shape" in v["error"] and shape in v["error"], v
+    # ... and the five records shared one batch: a batch is taken when 5 items wait or when
+    # the oldest has waited 120 s; every wait was shorter, so the only batch held all five,
+    # and its one predict call held the three good chunks.
+    waits = scrape(ports["classifier"], "genre_classifier_queue_wait_seconds")
+    sizes = scrape(ports["classifier"], "genre_classifier_batch_size")
+    assert waits['_count{service="classifier"}'] == 5 and waits['_sum{service="classifier"}'] < 120, waits
+    assert (sizes['_count{service="classifier"}'], sizes['_sum{service="classifier"}']) == (1, 3), sizes

@@ -150,6 +150,42 @@ def test_chunk_errors_and_failed_predicts_give_error_verdicts():
     assert w.holder.model.calls == []
 
 
+class StackingModel(FakeModel):
+    """Stacks the chunks' mfcc into one array, as a real network's inputs do: a chunk of
+    another shape in the group makes the whole stack fail."""
+
+    def input_arrays(self, feats):  # noqa: ANN001
+        return {"mfcc_mean": np.stack([f.mfcc for f in feats]).mean(axis=(1, 2)).astype(np.float32)}
+
+
+def wrong_shape(song: str, shape: tuple[int, int]) -> Features:
+    f = features(song, 0, True)
+    return replace(f, arrays={**f.arrays, "mfcc": np.ones(shape, np.float32)})
+
+
+def test_a_wrong_shape_in_a_shared_batch_gets_an_error_verdict_naming_it_and_the_others_are_classified():
+    """README: a features record of the wrong shape for the model gets an error verdict
+    naming the shape (not a dead letter), and the other chunks of its batch are unaffected."""
+    for model in (FakeModel("v1"), StackingModel("v1")):
+        w = make_worker(model)
+        batch = [Item("p0", 0, features("good", 0, False)), Item("p0", 1, wrong_shape("bad-width", (646, 7))),
+                 Item("p0", 2, features("good", 1, False)), Item("p0", 3, wrong_shape("bad-frames", (10, 20))),
+                 Item("p0", 4, features("good", 2, True, -1.0)), Item("p0", 5, features("other", 0, True, -1.0))]
+        done = w.process(batch)
+        assert model.calls == [4]  # one predict call: the good chunks only
+        vs = {v.song_id: v for v in verdicts(done)}
+        assert set(vs) == {"good", "bad-width", "bad-frames", "other"}
+        assert (vs["good"].status, vs["good"].genre, vs["good"].chunk_count) == ("ok", "a", 3)
+        assert (vs["other"].status, vs["other"].genre) == ("ok", "b")
+        for sid, shape in (("bad-width", "(646, 7)"), ("bad-frames", "(10, 20)")):
+            v = vs[sid]
+            assert v.status == "error" and v.model_version == "v1", v
+            assert "shape" in v.error and shape in v.error and "(646, 20)" in v.error, v.error
+        assert [p.song_id for p in predictions(done)] == ["good", "bad-width", "good", "bad-frames", "good", "other"]
+        assert all(o.topic in ("preds", "verdicts") for o in done.outputs)  # no dead letter
+        assert done.offsets == {"p0": 6}
+
+
 def test_a_model_swap_pins_open_songs_to_their_first_version():
     w = make_worker()
     w.process(items([("old", 0, False)]))

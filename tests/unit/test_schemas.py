@@ -50,6 +50,32 @@ def test_claim_check_key_cannot_be_a_path():
         decode(msgpack.packb({**d, "song_id": "../x"}), SongRef)
 
 
+DIGEST = "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize("blob", [
+    DIGEST + "\n",                        # `$` matches before a trailing newline
+    DIGEST + "/../../../../etc/passwd",    # a valid digest, then a path
+    DIGEST[:-1],                           # one digit short
+    DIGEST.upper(),                        # the store's names are lower case
+])
+def test_blob_key_must_be_exactly_a_digest(blob):
+    """The key check is a full match: a digest with anything after it is refused."""
+    d = SongRef(song_id="a", filename="f", blob=DIGEST, size=1).to_dict()
+    assert decode(msgpack.packb(d), SongRef).blob == DIGEST
+    with pytest.raises(SchemaError, match="SHA-256"):
+        decode(msgpack.packb({**d, "blob": blob}), SongRef)
+
+
+@pytest.mark.parametrize("song_id", ["abc\n", "abc/../x", "a" * 129, "-a"])
+def test_song_id_must_be_exactly_an_id(song_id):
+    """Song ids key every topic and name nothing else: a trailing newline or a suffix is refused."""
+    d = SongRef(song_id="abc", filename="f", blob=DIGEST, size=1).to_dict()
+    assert decode(msgpack.packb({**d, "song_id": "a" * 128}), SongRef).song_id == "a" * 128
+    with pytest.raises(SchemaError, match="song_id"):
+        decode(msgpack.packb({**d, "song_id": song_id}), SongRef)
+
+
 def test_wrong_array_shape_and_dtype_rejected():
     d = feats().to_dict()
     d["arrays"]["mfcc"]["shape"] = [10, 10]
@@ -95,3 +121,30 @@ def test_unknown_arrays_missing_arrays_and_non_float32_logmel_are_rejected():
         decode(msgpack.packb(d, use_bin_type=True), Features)
     with pytest.raises(SchemaError, match="not allowed"):
         v2_feats(logmel=np.ones((1876, 96))).encode()
+
+
+def sized_features(total: int) -> bytes:
+    """An encoded features record of exactly `total` bytes, each array well under the limit
+    (so only the whole-message check can refuse it), padded through the file name."""
+    arrays = {k: np.ones((1024, 320), np.float32) for k in ("mfcc", "peaks", "valleys")}  # 1.25 MiB each
+    pad = 0
+    for _ in range(10):
+        raw = feats(arrays=arrays, filename="x" * pad).encode()
+        if len(raw) == total:
+            return raw
+        pad += total - len(raw)
+    raise AssertionError(f"could not size a record to {total} bytes")
+
+
+def test_a_record_over_the_message_size_limit_is_refused_and_one_at_it_decodes():
+    """The 4 MiB limit of README's Limits table: a features record one byte over it is a
+    schema error (a dead letter), though each of its arrays alone is within msgpack's
+    per-bin limit; a record of exactly the limit decodes."""
+    from shared.schemas import MAX_MESSAGE_BYTES
+
+    assert MAX_MESSAGE_BYTES == 4 * 1024 * 1024
+    at_limit = sized_features(MAX_MESSAGE_BYTES)
+    assert decode(at_limit, Features).arrays["mfcc"].shape == (1024, 320)
+    over = sized_features(MAX_MESSAGE_BYTES + 1)
+    with pytest.raises(SchemaError, match=f"message of {MAX_MESSAGE_BYTES + 1} bytes exceeds {MAX_MESSAGE_BYTES}"):
+        decode(over, Features)

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Mutation testing of the core modules with mutmut (pinned in the test extras), each module
+# against only its own fast unit tests:
+#   scripts/mutation.sh                  every module below
+#   scripts/mutation.sh song_tracker vote
+# Each module runs afresh in its own folder .mutation/<module>/ (gitignored; mutmut's cache
+# does not notice changed tests), with a pyproject that mutates that file alone; mutmut runs, for
+# each mutant, the listed tests that reach the mutated function. Prints per module
+# killed/survived/timeout/no-tests and the survivors (`mutmut show NAME` in that folder
+# prints a mutant's diff). Environment: PYTHON (default .venv/bin/python), JOBS (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+JOBS=${JOBS:-2}
+
+declare -A SOURCE=(
+  [song_tracker]=shared/song_tracker.py
+  [vote]=shared/vote.py
+  [schemas]=shared/schemas.py
+  [blobstore]=shared/blobstore.py
+  [service]=shared/service.py
+  [kafka_recv]=shared/kafka_recv.py
+  [audio]=shared/audio.py
+  [model]=shared/model.py
+  [worker]=services/classifier/worker.py
+  [batching]=services/classifier/batching.py
+)
+declare -A TESTS=(
+  [song_tracker]="tests/unit/test_song_tracker.py"
+  [vote]="tests/unit/test_vote.py"
+  [schemas]="tests/unit/test_schemas.py"
+  [blobstore]="tests/unit/test_blobstore.py"
+  [service]="tests/unit/test_service.py"
+  [kafka_recv]="tests/unit/test_kafka_recv.py"
+  [audio]="tests/unit/test_audio.py"
+  [model]="tests/unit/test_model.py tests/unit/test_model_golden.py"
+  [worker]="tests/unit/test_classifier_worker.py"
+  [batching]="tests/unit/test_classifier_batching.py"
+)
+ORDER=(song_tracker vote schemas blobstore service kafka_recv audio batching worker model)
+
+modules=("$@")
+if [ ${#modules[@]} -eq 0 ]; then modules=("${ORDER[@]}"); fi
+for m in "${modules[@]}"; do
+  if [ -z "${SOURCE[$m]:-}" ]; then echo "unknown module $m (one of: ${ORDER[*]})" >&2; exit 2; fi
+done
+
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 TF_CPP_MIN_LOG_LEVEL=2
+for m in "${modules[@]}"; do
+  work=$ROOT/.mutation/$m
+  mkdir -p "$work"
+  for d in shared services tests models; do ln -sfn "$ROOT/$d" "$work/$d"; done
+  {
+    cat "$ROOT/pyproject.toml"
+    echo
+    echo "[tool.mutmut]"
+    echo 'source_paths = ["shared/", "services/"]'
+    echo "only_mutate = [\"${SOURCE[$m]}\"]"
+    echo 'also_copy = ["models/default/"]'
+    echo 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not slow", "-q"]'
+    printf 'pytest_add_cli_args_test_selection = ['
+    sep=""; for t in ${TESTS[$m]}; do printf '%s"%s"' "$sep" "$t"; sep=", "; done
+    echo ']'
+    echo 'use_git_change_detection = false'
+  } > "$work/pyproject.toml.new"
+  if ! cmp -s "$work/pyproject.toml.new" "$work/pyproject.toml"; then
+    mv "$work/pyproject.toml.new" "$work/pyproject.toml"
+  else
+    rm "$work/pyproject.toml.new"
+  fi
+  rm -rf "$work/mutants"
+  start=$(date +%s)
+  # The mutated copy under mutants/ must be what the tests import: not the checkout.
+  (cd "$work" && env -u PYTHONPATH ${MUTMUT_PYTHONPATH:+PYTHONPATH=$MUTMUT_PYTHONPATH} \
+     "$PY" -m mutmut run --max-children "$JOBS" > "$work/run.log" 2>&1) || {
+    echo "$m: mutmut failed, see $work/run.log" >&2; tail -20 "$work/run.log" >&2; exit 1; }
+  secs=$(( $(date +%s) - start ))
+  (cd "$work" && env -u PYTHONPATH ${MUTMUT_PYTHONPATH:+PYTHONPATH=$MUTMUT_PYTHONPATH} \
+     "$PY" -m mutmut results --all true > "$work/results.txt" 2>/dev/null)
+  "$PY" - "$m" "${SOURCE[$m]}" "$secs" "$work/results.txt" <<'PYEOF'
+import collections, sys
+module, source, secs, path = sys.argv[1:5]
+status = {}
+for line in open(path, encoding="utf-8"):
+    name, sep, st = line.strip().rpartition(": ")
+    if sep:
+        status[name] = st
+count = collections.Counter(status.values())
+tested = sum(n for s, n in count.items() if s not in ("skipped", "not checked"))
+caught = count["killed"] + count["timeout"]
+score = 100.0 * caught / tested if tested else 0.0
+rest = ", ".join(f"{s} {n}" for s, n in sorted(count.items()) if s not in ("killed", "survived", "timeout"))
+print(f"{module} ({source}): {len(status)} mutants, killed {count['killed']}, timeout {count['timeout']}, "
+      f"survived {count['survived']}{', ' + rest if rest else ''}; score {score:.1f} % ({secs} s)")
+for name, st in sorted(status.items()):
+    if st not in ("killed", "timeout"):
+        print(f"    {st}: {name}")
+PYEOF
+done
