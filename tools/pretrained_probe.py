@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # musicnn's input (16 kHz, 512-point STFT, hop 256, 96 Slaney mel bands, each chunk scaled
 # to a fixed RMS first), computed by the same code as the extractor's, classify's and training's.
+from shared.datapaths import data_location, portable_path  # noqa: E402
 from shared.logmel import MEL_BANDS as N_MELS  # noqa: E402
 from shared.logmel import MEL_SAMPLE_RATE as SAMPLE_RATE  # noqa: E402
 from shared.logmel import log_mel_16k as log_mel  # noqa: E402,F401 - (frames, 96) of 16-kHz audio
@@ -182,7 +183,7 @@ def probe(dataset: Path, manifest: Path | None, test_chunks: int, cv: int, cache
     for i, (side, (path, genre, group)) in enumerate(todo):
         x = song_vectors(path, nets, cache)
         if not len(x):
-            too_short.append(str(path))
+            too_short.append(portable_path(path))
         if progress:
             print(f"\r  embedding {i + 1}/{len(todo)}", end="", file=sys.stderr, flush=True)
         for row in x:
@@ -197,7 +198,7 @@ def probe(dataset: Path, manifest: Path | None, test_chunks: int, cv: int, cache
     scored = chunk_positions(list(song)) < test_chunks
     tr, te = side == "train", (side == "test") & scored
     report: dict[str, Any] = {
-        "dataset": str(dataset),
+        "dataset": data_location(dataset),
         "models": list(MODELS),
         "features_per_chunk": int(x.shape[1]),
         "train_songs": len(sides["train"]),

@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     import_tensorflow_quietly()
     from shared.cli.train import dataset_sources, set_tf_threads
     from shared.crossval import CrossValidationError, cross_validate, format_crossval
+    from shared.datapaths import data_location
     from shared.evaluation import plot_confusions
 
     archs = args.archs or ["default", "seed"]
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except CrossValidationError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
-    report["dataset"] = args.datasets[0] if len(sources) == 1 else {n: str(f) for n, f, _ in sources}
+    report["dataset"] = data_location(sources[0][1]) if len(sources) == 1 else {n: data_location(f) for n, f, _ in sources}
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from shared.cli.train import dataset_sources, load_sources, set_tf_threads, warn_skipped
+    from shared.datapaths import data_location, portable_path, portable_song
     from shared.evaluation import baseline, format_table, plot_confusions, plot_curves, score, song_agreement, song_predictions
     from shared.model import PRETRAINED_INPUT, ModelArtifact, ModelLoadError
     from shared.training import predict_chunks
@@ -89,11 +90,11 @@ def run(args: argparse.Namespace) -> int:
     predict_s = time.perf_counter() - t1
     report = score(probs, test, model.genres)
     report.update({
-        "model": str(args.model),
+        "model": portable_path(args.model),
         "model_version": model.version,
         "arch": model.metadata.get("arch"),
-        "test": str(sources[0][1]) if len(sources) == 1 else {n: str(f) for n, f, _ in sources},
-        "skipped_songs": [{"path": p, "reason": r} for p, r in failed],
+        "test": data_location(sources[0][1]) if len(sources) == 1 else {n: data_location(f) for n, f, _ in sources},
+        "skipped_songs": [{"path": portable_song(p), "reason": r} for p, r in failed],
         # a pre-trained model's embeddings may come from the cache: its cost is bench/model.py's
         "inference_ms_per_chunk": None if PRETRAINED_INPUT in model.input_names else round(1000 * predict_s / len(test), 3),
         "device": model.device,
@@ -165,10 +166,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _slim(report: dict, keep_predictions: bool) -> dict:
-    """The report without per-song predictions (also in its per-source parts) unless kept."""
-    if not keep_predictions:
-        for r in [report, *report.get("sources", {}).values()]:
+    """The report without per-song predictions (also in its per-source parts) unless kept;
+    kept ones name their songs by portable paths (the report is committed and read elsewhere)."""
+    from shared.datapaths import portable_song
+
+    for r in [report, *report.get("sources", {}).values()]:
+        if not keep_predictions:
             r.pop("predictions", None)
+        for p in r.get("predictions") or []:
+            p["song"] = portable_song(p["song"])
     return report
 
 

@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from shared.tf_import import import_tensorflow_quietly
 
     import_tensorflow_quietly()
+    from shared.datapaths import data_location
     from shared.dataset import training_side
     from shared.evaluation import plot_curves, songs_per_source
     from shared.training import train_model
@@ -175,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
     training_meta = {"dataset": "+".join(n for n, _, _ in sources) if several else sources[0][1].name,
                      "songs": n_songs - len(failed), "skipped_songs": len(failed), "backend": args.backend}
     if several:
-        training_meta["sources"] = {n: {"path": str(f), "songs": per_source.get(n, 0)} for n, f, _ in sources}
+        training_meta["sources"] = {n: {**data_location(f), "songs": per_source.get(n, 0)} for n, f, _ in sources}
+    else:
+        training_meta["data"] = data_location(sources[0][1])
     set_tf_threads(args.threads)
     t1 = time.perf_counter()
     artifact = train_model(

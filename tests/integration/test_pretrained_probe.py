@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.datapaths import portable_path
 from tests.fixtures.audio import SYNTH_GENRES, make_song, write_audio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
@@ -68,7 +69,7 @@ def test_probe_reports_short_songs_and_undecodable_files(split_dataset, tmp_path
     short = write_audio(data / "test" / "drone" / "droneman9-short.wav", make_song("drone", 12.0, seed=5))
     assert pp.main([str(data), "--cache", str(tmp_path / "cache"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["too_short"] == [str(short)] and report["test_songs"] == 5
+    assert report["too_short"] == [portable_path(short)] and report["test_songs"] == 5
     for name, accs in report["test"].items():
         assert min(accs) >= 0.75, (name, accs)  # scored over the four whole songs
     broken = data / "test" / "drone" / "droneman8-broken.wav"

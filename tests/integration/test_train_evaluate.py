@@ -7,6 +7,7 @@ import json
 import pytest
 
 from shared.cli import main
+from shared.datapaths import data_location
 from tests.fixtures.audio import SYNTH_GENRES, make_song, write_audio
 
 
@@ -111,7 +112,8 @@ def test_train_and_evaluate_two_sources(synth_collection, numbered_collection, t
     meta = json.loads((model / "metadata.json").read_text())
     tr = meta["training"]
     assert meta["genres"] == sorted(SYNTH_GENRES)
-    assert tr["sources"] == {"real": {"path": str(real), "songs": 12}, "midi": {"path": str(midi), "songs": 12}}
+    assert tr["sources"] == {"real": {**data_location(real), "songs": 12}, "midi": {**data_location(midi), "songs": 12}}
+    assert tr["sources"]["real"]["fingerprint"].startswith("sha256:") and tr["sources"]["real"]["files"] == 21
     # 3 + 3 artists on each train side, same names in both sources: 12 groups only if they are kept apart
     assert tr["groups_train"] + tr["groups_validation"] == 12
     capsys.readouterr()
@@ -119,7 +121,7 @@ def test_train_and_evaluate_two_sources(synth_collection, numbered_collection, t
     assert main(["evaluate", str(model), f"real={real / 'test'}", str(midi / "test"), "--json", "--out", str(out),
                  "--no-seed", "--gain", "6", "--jobs", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["songs"] == 12 and report["test"] == {"real": str(real / "test"), "midi": str(midi / "test")}
+    assert report["songs"] == 12 and report["test"] == {"real": data_location(real / "test"), "midi": data_location(midi / "test")}
     assert list(report["sources"]) == ["real", "midi"]
     r, m = report["sources"]["real"], report["sources"]["midi"]
     assert (r["songs"], m["songs"]) == (8, 4) and r["chunks"] + m["chunks"] == report["chunks"]
