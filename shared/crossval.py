@@ -136,7 +136,7 @@ def cross_validate(
             else:
                 artifact = train(train_side.features, train_side.labels, tr_groups, arch=name, seed=seed,
                                  songs=train_side.songs, n_samples=train_side.n_samples, spec=arch_spec(name),
-                                 **dict(train_kwargs or {}))
+                                 sources=train_side.sources, **dict(train_kwargs or {}))
                 rep = score(predict_chunks(artifact, test_side.features), test_side, artifact.genres)
             row["song_accuracy"][name] = rep["song_accuracy"]
             row.setdefault("seconds", {})[name] = round(time.perf_counter() - t1, 1)

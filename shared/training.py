@@ -235,6 +235,13 @@ def _batches_factory(windows: _Windows, examples: np.ndarray, y: np.ndarray, w: 
     return Batches()
 
 
+# What a source's absent genres' probability counts for in its chunks' loss (source_masked_crossentropy):
+# 0 leaves a render-only genre's score on real recordings to what the renders taught (the real
+# clips' accuracy fell 20 points), 1 is plain cross-entropy (a real recording is never blues).
+DEFAULT_ABSENT_WEIGHT = 0.1
+DEFAULT_MEMBERS = 1  # networks per model (members of train_model)
+
+
 def source_genre_mask(sources: Sequence[str], y: np.ndarray, n_classes: int) -> np.ndarray | None:
     """(chunks, genres) 0/1: the genres that each chunk's source has, or None when every
     source has them all.
@@ -273,6 +280,23 @@ def source_masked_crossentropy(absent_weight: float = 0.0) -> Callable[[Any, Any
     return loss
 
 
+def average_members(networks: Sequence[Any], name: str) -> Any:
+    """One network whose output is the mean of the members' softmax outputs (same inputs):
+    an ensemble of heads trained from different seeds varies less than any one of them."""
+    import keras
+    from keras import layers
+
+    first = networks[0]
+    inputs = {str(t.name).split(":")[0]: keras.Input(tuple(t.shape[1:]), name=str(t.name).split(":")[0])
+              for t in first.inputs}
+    outs = []
+    for i, net in enumerate(networks):
+        net.name = f"{name}_member{i}"
+        names = [str(t.name).split(":")[0] for t in net.inputs]
+        outs.append(net({n: inputs[n] for n in names}))
+    return keras.Model(inputs, layers.Average(name="members_mean")(outs), name=name)
+
+
 def train_model(
     features: Sequence[ChunkFeatures],
     labels: Sequence[str],
@@ -297,14 +321,16 @@ def train_model(
     on_epoch: Callable[[int, dict], None] | None = None,
     head_options: Mapping[str, Any] | None = None,
     sources: Sequence[str] | None = None,
-    absent_weight: float = 0.0,
+    absent_weight: float = DEFAULT_ABSENT_WEIGHT,
+    members: int = DEFAULT_MEMBERS,
 ) -> ModelArtifact:
     """Train `arch` on chunk features; `groups` (song ids or artists) keep the validation
     split clean. `songs` (song id per chunk, chunks of a song in order) and `n_samples`
     (real samples per chunk) let augmentation move training windows across a song's
     chunk boundaries; without them each chunk stands alone. `sources` (dataset name per
     chunk) makes each source teach only the genres it has (`source_genre_mask`), its absent
-    genres' probability counted at `absent_weight`.
+    genres' probability counted at `absent_weight`. `members` > 1 trains that many networks
+    (seeds seed, seed+1, ...) on the same split and ships their mean probability.
     Returns an in-memory artifact (call `.save(path)`)."""
     import keras
     import tensorflow as tf
@@ -313,6 +339,8 @@ def train_model(
         raise ValueError(f"features, labels and groups differ in length: {len(features)}, {len(labels)}, {len(groups)}")
     if len(features) == 0:
         raise ValueError("no training chunks")
+    if members < 1:
+        raise ValueError(f"members must be at least 1, got {members}")
     resolved = resolve_arch(arch)
     genres, y_all = label_indices(labels)
     if len(genres) < 2:
@@ -355,45 +383,55 @@ def train_model(
     class_weight = np.where(present, len(y_tr) / (present.sum() * np.maximum(counts, 1)), 0.0)
     w_tr = class_weight[y_tr].astype(np.float32)
     onehot = np.eye(n_classes, dtype=np.float32)
-    allowed = source_genre_mask(sources, y_all, n_classes) if sources is not None else None
+    allowed = source_genre_mask(sources, y_all, n_classes) if sources is not None and absent_weight < 1 else None
     if allowed is not None and mixup > 0:
         raise ValueError("mixup cannot mix the targets of sources with different genre sets; train without one of them")
     target_tr = onehot[y_tr] if allowed is None else onehot[y_tr] + allowed[np.asarray(windows.example_row)]
     target_va = onehot[y_va] if allowed is None else onehot[y_va] + allowed[val_mask]
 
+    emb_stats = None
     if pretrained:
         emb_tr = raw[EMBEDDING_INPUT][tr].reshape(-1, widths[EMBEDDING_INPUT]).astype(np.float64)
-        model = build_pretrained_head(n_classes, frames, widths, emb_tr.mean(axis=0), emb_tr.var(axis=0) + 1e-6,
-                                      **dict(head_options or {}))
+        emb_stats = (emb_tr.mean(axis=0), emb_tr.var(axis=0) + 1e-6)
         del emb_tr
-    else:
-        model = build_network(resolved, n_classes, frames, widths)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="categorical_crossentropy" if allowed is None else source_masked_crossentropy(absent_weight),
-        metrics=["accuracy"],
-    )
-    train_data = _batches_factory(windows, examples, target_tr, w_tr, batch_size, seed, augment, resolved, stats,
-                                  mixup=mixup if augment else 0.0, time_masks=time_masks if augment else 0)
     has_val = bool(val_mask.any())
-    callbacks: list[Any] = []
-    if has_val:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0)
+    trained, histories = [], []
+    for member in range(members):
+        keras.utils.set_random_seed(seed + member)
+        if pretrained:
+            net = build_pretrained_head(n_classes, frames, widths, *emb_stats, **dict(head_options or {}))
+        else:
+            net = build_network(resolved, n_classes, frames, widths)
+        net.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            loss="categorical_crossentropy" if allowed is None else source_masked_crossentropy(absent_weight),
+            metrics=["accuracy"],
         )
-    if on_epoch is not None:
-        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e, dict(logs or {}))))
-    hist = model.fit(
-        train_data,
-        validation_data=(x_va, target_va) if has_val else None,
-        epochs=epochs,
-        callbacks=callbacks,
-        verbose=1 if progress else 0,
-        shuffle=False,
-    )
+        train_data = _batches_factory(windows, examples, target_tr, w_tr, batch_size, seed + member, augment, resolved,
+                                      stats, mixup=mixup if augment else 0.0, time_masks=time_masks if augment else 0)
+        callbacks: list[Any] = []
+        if has_val:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0)
+            )
+        if on_epoch is not None:
+            callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e, dict(logs or {}))))
+        hist = net.fit(
+            train_data,
+            validation_data=(x_va, target_va) if has_val else None,
+            epochs=epochs,
+            callbacks=callbacks,
+            verbose=1 if progress else 0,
+            shuffle=False,
+        )
+        trained.append(net)
+        histories.append({k: [round(float(v), 6) for v in vals] for k, vals in hist.history.items()})
+    model = trained[0] if members == 1 else average_members(trained, "head" if pretrained else resolved)
     elapsed = time.perf_counter() - t0
-    history = {k: [round(float(v), 6) for v in vals] for k, vals in hist.history.items()}
-    best_epoch = int(np.argmin(history["val_loss"])) + 1 if has_val and history.get("val_loss") else len(history.get("loss", []))
+    history = histories[0]
+    best_epochs = [int(np.argmin(h["val_loss"])) + 1 if has_val and h.get("val_loss") else len(h.get("loss", []))
+                   for h in histories]
+    best_epoch = best_epochs[0]
 
     head = model
     if pretrained:
@@ -432,6 +470,8 @@ def train_model(
             "groups_train": len({str(g) for g, m in zip(groups, val_mask) if not m}),
             "groups_validation": len({str(g) for g, m in zip(groups, val_mask) if m}),
             "history": history,
+            **({"members": {"count": members, "best_epochs": best_epochs,
+                            "epochs_run": [len(h.get("loss", [])) for h in histories]}} if members > 1 else {}),
         },
         "data_fingerprint": data_fingerprint(features, labels, groups),
         "metrics": {},

@@ -23,7 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "shipped": {},
+    "plain": {"absent_weight": 1.0},
+    "shipped": {"source_mask": True},
     "no-vamp": {"head_options": {"vamp": False}},
     "no-vamp-mixup": {"head_options": {"vamp": False}, "mixup": 0.4},
     "no-vamp-linear": {"head_options": {"vamp": False, "units": 0}},
@@ -33,8 +34,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "wide": {"head_options": {"units": 256}},
     "low-dropout": {"head_options": {"dropout": 0.3}},
     "mixup": {"mixup": 0.4},
-    "source-mask": {"source_mask": True},
-    "no-vamp-source-mask": {"head_options": {"vamp": False}, "source_mask": True},
+    "source-mask": {"source_mask": True, "absent_weight": 0.0},
+    "no-vamp-source-mask": {"head_options": {"vamp": False}, "source_mask": True, "absent_weight": 0.0},
+    "source-soft-0.03": {"source_mask": True, "absent_weight": 0.03},
     "source-soft-0.1": {"source_mask": True, "absent_weight": 0.1},
     "source-soft-0.3": {"source_mask": True, "absent_weight": 0.3},
     "no-vamp-source-soft-0.1": {"head_options": {"vamp": False}, "source_mask": True, "absent_weight": 0.1},

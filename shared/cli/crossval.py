@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from shared.tf_import import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    from shared.cli.train import dataset_sources, set_tf_threads
+    from shared.cli.train import dataset_sources, set_tf_threads, training_options
     from shared.crossval import CrossValidationError, cross_validate, format_crossval
     from shared.datapaths import data_location
     from shared.evaluation import plot_confusions
@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
             chunks, groups, folds=args.folds, archs=archs, with_baseline=not args.no_baseline,
             test_chunks=args.test_chunks or None, seed=args.seed, on_fold=progress,
             train_kwargs={"epochs": args.epochs, "patience": args.patience,
-                          "validation_fraction": args.validation_fraction, "progress": sys.stderr.isatty()},
+                          "validation_fraction": args.validation_fraction, "progress": sys.stderr.isatty(),
+                          **training_options(args, None)},
         )
     except CrossValidationError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc

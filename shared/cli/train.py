@@ -48,14 +48,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def training_options(args: argparse.Namespace, sources: Sequence[str] | None) -> dict:
+    """train_model's ensemble and per-source loss options from the command line (train, crossval)."""
+    if args.members < 1:
+        raise CliError(f"--members must be at least 1, got {args.members}", EXIT_USAGE)
+    if not 0.0 <= args.absent_weight <= 1.0:
+        raise CliError(f"--absent-weight must be between 0 and 1, got {args.absent_weight}", EXIT_USAGE)
+    out: dict = {"members": args.members, "absent_weight": args.absent_weight}
+    if sources is not None:
+        out["sources"] = sources
+    return out
+
+
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
     """The options that load_training_features and train_model read (train and crossval)."""
-    from shared.training import DEFAULT_EPOCHS, DEFAULT_PATIENCE, DEFAULT_VALIDATION_FRACTION
+    from shared.training import DEFAULT_ABSENT_WEIGHT, DEFAULT_EPOCHS, DEFAULT_MEMBERS, DEFAULT_PATIENCE, DEFAULT_VALIDATION_FRACTION
 
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"maximum epochs (default {DEFAULT_EPOCHS})")
     p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE, help=f"early-stopping patience (default {DEFAULT_PATIENCE})")
     p.add_argument("--validation-fraction", type=float, default=DEFAULT_VALIDATION_FRACTION,
                    help=f"share of each genre's groups held out for early stopping (default {DEFAULT_VALIDATION_FRACTION})")
+    p.add_argument("--members", type=int, default=DEFAULT_MEMBERS,
+                   help=f"networks trained from seeds seed, seed+1, ... whose mean probability the model gives "
+                        f"(default {DEFAULT_MEMBERS})")
+    p.add_argument("--absent-weight", type=float, default=DEFAULT_ABSENT_WEIGHT, metavar="W",
+                   help="with several datasets whose genres differ: how much a chunk's loss counts the genres its "
+                        "own dataset lacks (0: not at all, 1: plain cross-entropy, so real recordings of 4 genres "
+                        f"teach that a recording is never one of the others; default {DEFAULT_ABSENT_WEIGHT})")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="feature-extraction processes (default: all cores)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow threads for training (default 0: TensorFlow decides)")
     p.add_argument("--backend", default="builtin", help="feature extractor backend: builtin or sonic-annotator")
@@ -185,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
         chunks.features, chunks.labels, groups, arch=args.arch, epochs=args.epochs, seed=args.seed,
         validation_fraction=args.validation_fraction, name=args.name or out.name, progress=sys.stderr.isatty(),
         patience=args.patience, songs=chunks.songs, n_samples=chunks.n_samples, spec=spec,
+        **training_options(args, chunks.sources),
         extra_metadata={"training": training_meta},
     )
     t_train = time.perf_counter() - t1

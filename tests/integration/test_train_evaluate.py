@@ -108,9 +108,11 @@ def test_train_and_evaluate_two_sources(synth_collection, numbered_collection, t
     capsys.readouterr()
     model = tmp_path / "models" / "two"
     assert main(["train", f"real={real}", str(midi), "--out", str(model), "--arch", "tiny", "--epochs", "40",
-                 "--jobs", "1", "--threads", "1"]) == 0
+                 "--jobs", "1", "--threads", "1", "--members", "2"]) == 0
     meta = json.loads((model / "metadata.json").read_text())
     tr = meta["training"]
+    assert tr["members"]["count"] == 2 and len(tr["members"]["best_epochs"]) == 2
+    assert tr["loss"] == "categorical_crossentropy"  # both sources have every genre: nothing to mask
     assert meta["genres"] == sorted(SYNTH_GENRES)
     assert tr["sources"] == {"real": {**data_location(real), "songs": 12}, "midi": {**data_location(midi), "songs": 12}}
     assert tr["sources"]["real"]["fingerprint"].startswith("sha256:") and tr["sources"]["real"]["files"] == 21
@@ -138,7 +140,10 @@ def test_train_and_evaluate_two_sources(synth_collection, numbered_collection, t
     table = capsys.readouterr().out
     assert "(12 songs," in table and "; real 8, midi 4)" in table
     assert [ln.split()[0] for ln in table.splitlines()[2:5]] == ["model", "real", "midi"]
-    # one --manifest per dataset or none
+    # one --manifest per dataset or none; sane ensemble and loss options
+    for bad in (["--members", "0"], ["--absent-weight", "1.5"]):
+        assert main(["train", str(real), "--out", str(tmp_path / "x"), "--arch", "tiny", *bad]) == 2
+        assert bad[0] in capsys.readouterr().err
     assert main(["evaluate", str(model), str(real / "test"), str(midi / "test"), "--manifest", "x.csv"]) == 2
     assert "1 --manifest for 2 datasets" in capsys.readouterr().err
 

@@ -104,7 +104,8 @@ def test_cross_validate_scores_every_song_once_on_models_that_never_saw_its_arti
     for k, row in enumerate(report["per_fold"]):
         arch, trained_groups, trained_songs, kwargs = calls[2 * k]
         assert arch == "default" and calls[2 * k + 1][0] == "seed"
-        assert kwargs == {"epochs": 5, "spec": MEL_SPEC} and calls[2 * k + 1][3] == {"epochs": 5, "spec": DEFAULT_SPEC}
+        assert kwargs == {"epochs": 5, "spec": MEL_SPEC, "sources": None}
+        assert calls[2 * k + 1][3] == {"epochs": 5, "spec": DEFAULT_SPEC, "sources": None}
         fold_groups = all_groups - trained_groups
         assert len(fold_groups) == 2  # one artist per genre and fold
         held_out += sorted(fold_groups)
@@ -138,7 +139,15 @@ def test_cross_validate_scores_each_source_and_the_pool():
     real, real_groups = _dataset(chunks_per_song=2, spoil_from=2)  # never spoilt: every song right
     midi, midi_groups = _dataset(chunks_per_song=3, spoil_from=1)  # 2 of 3 chunks spoilt: every song wrong
     chunks, groups = pool_sources([("real", real, real_groups), ("midi", midi, midi_groups)])
-    report = cross_validate(chunks, groups, folds=4, archs=("default",), train=lambda *a, **k: _SignModel())
+    seen = []
+
+    def trainer(features, *a, sources, **k):
+        seen.append((len(features), list(sources)))
+        return _SignModel()
+
+    report = cross_validate(chunks, groups, folds=4, archs=("default",), train=trainer)
+    # each fold's training side tells the trainer which source each chunk came from (source_genre_mask)
+    assert len(seen) == 4 and all(n == len(src) and set(src) == {"real", "midi"} for n, src in seen)
     # the same artist names in both sources are different groups: 16 artists, each held out once
     assert sum(row["groups"] for row in report["per_fold"]) == 16
     for name in ("default", BASELINE):

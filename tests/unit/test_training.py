@@ -85,3 +85,20 @@ def test_training_with_sources_records_the_masked_loss():
     assert "own source" in art.metadata["training"]["loss"]
     probs = art.predict(chunks[:3])
     assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_members_ship_the_mean_of_their_networks_and_load_in_safe_mode(tmp_path):
+    from shared.model import ModelArtifact
+
+    chunks, labels, groups = fake_set(genres=("a", "b"), songs=4, seed=5)
+    art = train_model(chunks, labels, groups, arch="merged", epochs=2, seed=0, members=2)
+    assert art.metadata["training"]["members"]["count"] == 2
+    mean = art.model.get_layer("members_mean")
+    nets = [art.model.get_layer(f"merged_member{i}") for i in range(2)]
+    arrays = art.input_arrays(chunks[:4])
+    each = [np.asarray(n(arrays, training=False)) for n in nets]
+    assert not np.allclose(each[0], each[1])  # two seeds, two networks
+    assert np.allclose(art.predict(chunks[:4]), np.mean(each, axis=0), atol=1e-5)
+    assert mean is not None
+    loaded = ModelArtifact.load(art.save(tmp_path / "m"))
+    assert np.allclose(loaded.predict(chunks[:4]), art.predict(chunks[:4]), atol=1e-5)
