@@ -6,9 +6,9 @@ set -euo pipefail
 
 # The settings of the shipped model (they change with it); GENRE_TRAIN_FLAGS and
 # GENRE_CROSSVAL_FLAGS replace them (quick runs, tests).
-TRAIN_FLAGS="${GENRE_TRAIN_FLAGS:---arch default --seed 0}"
+TRAIN_FLAGS="${GENRE_TRAIN_FLAGS:---arch default --seed 0 --members 3}"
 EVALUATE_FLAGS="--no-seed"
-CROSSVAL_FLAGS="${GENRE_CROSSVAL_FLAGS:---arch default --test-chunks 3}"
+CROSSVAL_FLAGS="${GENRE_CROSSVAL_FLAGS:---arch default --test-chunks 3 --members 3}"
 REAL_REPOSITORY="https://github.com/RohitJacob/MusicAnalysis"
 
 usage() {

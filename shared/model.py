@@ -341,7 +341,7 @@ class ModelArtifact:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as tmp:
             tmp_model = Path(tmp) / MODEL_FILE
-            _inference_copy(self.model).save(str(tmp_model))
+            inference_copy(self.model).save(str(tmp_model))
             tmp_meta = Path(tmp) / METADATA_FILE
             tmp_meta.write_text(json.dumps(self.metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             os.replace(tmp_model, folder / MODEL_FILE)
@@ -402,8 +402,9 @@ class ModelArtifact:
         return self.predict_arrays(self.input_arrays(batch))
 
 
-def _inference_copy(model: Any) -> Any:
-    """The network without optimizer state (a third of the file, and nothing to resume)."""
+def inference_copy(model: Any) -> Any:
+    """The network without optimizer state (a third of the file, and nothing to resume) or
+    compile settings (a custom training loss could not be loaded back)."""
     if getattr(model, "optimizer", None) is None:
         return model
     import keras

@@ -36,6 +36,7 @@ from shared.model import (
     build_network,
     build_pretrained_head,
     compute_normalisation,
+    inference_copy,
     loudness_normalise,
     resolve_arch,
     stack_features,
@@ -424,7 +425,7 @@ def train_model(
             verbose=1 if progress else 0,
             shuffle=False,
         )
-        trained.append(net)
+        trained.append(inference_copy(net))  # nested in the shipped model: no loss or optimizer inside
         histories.append({k: [round(float(v), 6) for v in vals] for k, vals in hist.history.items()})
     model = trained[0] if members == 1 else average_members(trained, "head" if pretrained else resolved)
     elapsed = time.perf_counter() - t0

@@ -77,14 +77,20 @@ def test_source_masked_crossentropy_ignores_only_the_disallowed_genres():
     assert np.isclose(half, -np.log(0.2 / (0.3 + 0.5 * 0.7)), atol=1e-5)
 
 
-def test_training_with_sources_records_the_masked_loss():
+def test_training_with_sources_records_the_masked_loss_and_saves_without_it(tmp_path):
+    from shared.model import ModelArtifact
+
     chunks, labels, groups = fake_set(genres=("a", "b", "c"), songs=4, seed=3)
     sources = ["x" if lab in ("a", "b") else "y" for lab in labels]
     sources = [s if lab != "b" or i % 2 else "y" for i, (s, lab) in enumerate(zip(sources, labels))]
-    art = train_model(chunks, labels, groups, arch="merged", epochs=2, seed=0, sources=sources)
-    assert "own source" in art.metadata["training"]["loss"]
-    probs = art.predict(chunks[:3])
-    assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    for members in (1, 2):
+        art = train_model(chunks, labels, groups, arch="merged", epochs=2, seed=0, sources=sources, members=members)
+        assert "own source" in art.metadata["training"]["loss"]
+        probs = art.predict(chunks[:3])
+        assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+        # the training loss is not part of the model: it loads in safe mode without it
+        loaded = ModelArtifact.load(art.save(tmp_path / f"m{members}"))
+        assert np.allclose(loaded.predict(chunks[:3]), probs, atol=1e-5)
 
 
 def test_members_ship_the_mean_of_their_networks_and_load_in_safe_mode(tmp_path):
