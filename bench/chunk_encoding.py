@@ -1,6 +1,6 @@
 """Chunk encodings compared: bytes per 30-s chunk, encode/decode CPU, feature error.
 
-    python bench/chunk_encoding.py [--real-per-genre 3] [--render-per-genre 1] [--chunks-per-song 2]
+    python bench/chunk_encoding.py [--real-per-genre 3] [--render-per-genre 1] [--chunks-per-song 2] [--model DIR]
 
 Chunks are cut as the chunker cuts them (`shared.audio.chunk_song`, float32 at 22,050 Hz)
 from a sample of real recordings ($GENRE_CACHE/datasets/emotify/test/<genre>/*.mp3, MP3s
@@ -17,7 +17,9 @@ sources that were 16-bit PCM (renders, golden signals) and for the real MP3s. A
 reference row perturbs every sample of the float32 chunk by one unit in the last place
 (+-1 ulp at random): on float audio that per-value measure is ill-conditioned (a
 coefficient near zero, a valley in near silence), so an encoding is judged there
-against float32's own resolution.
+against float32's own resolution. With --model, the model's chunk probabilities from
+the float32 chunks and from the v2-decoded ones (under its own feature spec) are compared:
+the largest probability change and how many chunks change their top genre.
 """
 
 from __future__ import annotations
@@ -188,6 +190,7 @@ def main() -> int:
     ap.add_argument("--real-per-genre", type=int, default=3)
     ap.add_argument("--render-per-genre", type=int, default=1)
     ap.add_argument("--chunks-per-song", type=int, default=2)
+    ap.add_argument("--model", help="also compare this model's predictions on float32 and v2-decoded chunks")
     args = ap.parse_args()
     from threadpoolctl import threadpool_limits
 
@@ -253,7 +256,30 @@ def main() -> int:
             print(f"worst chunks, {name}: 16-bit {where['16-bit'] or '-'}, real {where['real'] or '-'}")
     print("\nerror 0 = the decoded chunk is bit-identical to the float32 chunk; "
           "ms are process CPU time, median per chunk")
+    if args.model:
+        compare_model(args.model, chunks)
     return 0
+
+
+def compare_model(path: str, chunks: list[tuple[str, str, np.ndarray]]) -> None:
+    from shared.features import extract_chunk
+    from shared.model import ModelArtifact
+
+    model = ModelArtifact.load(path)
+    feats0, feats1 = [], []
+    for _, _, x in chunks:
+        feats0.append(extract_chunk(x, model.spec, extract_features))
+        feats1.append(extract_chunk(pcm_codec.decode(pcm_codec.encode(x, SR)), model.spec, extract_features))
+    p0 = np.concatenate([model.predict(feats0[i : i + 16]) for i in range(0, len(feats0), 16)])
+    p1 = np.concatenate([model.predict(feats1[i : i + 16]) for i in range(0, len(feats1), 16)])
+    for kind in ("real", "16-bit"):
+        idx = [i for i, c in enumerate(chunks) if c[0] == kind]
+        if not idx:
+            continue
+        d = float(np.max(np.abs(p1[idx] - p0[idx])))
+        flips = int(np.sum(np.argmax(p1[idx], 1) != np.argmax(p0[idx], 1)))
+        print(f"model {model.name} on {kind} chunks: largest probability change {d:.2g}, "
+              f"top genre changed on {flips} of {len(idx)} chunks")
 
 
 if __name__ == "__main__":
