@@ -1,6 +1,6 @@
 """The extractor service's sustained throughput from Kafka against its compute alone.
 
-    python bench/extractor.py [--chunks 400] [--runs 20] [--partitions 12]
+    python bench/extractor.py [--chunks 400] [--runs 20] [--partitions 12] [--chunk-version 2]
 
 In one run, on this machine, one BLAS/FFT thread everywhere:
 
@@ -8,8 +8,9 @@ In one run, on this machine, one BLAS/FFT thread everywhere:
    (GENRE_FEATURE_SPEC, default 2: the Vamp features and the log-mel) on the same 30-s
    chunks the service gets (median of --runs calls after a warm-up): chunks/s of one
    process, what k8s/README.md's R_e assumes.
-2. **Service, sustained**: --chunks chunk messages (30 s of float32 PCM each, 2.6 MB;
-   songs of 7 chunks, keyed by song id) are produced to a fresh topic of a real broker
+2. **Service, sustained**: --chunks chunk messages (30 s of PCM each, in chunk schema
+   --chunk-version: 2, what the chunker writes, 24-bit block floating point in FLAC, or 1,
+   float32, 2.65 MB; songs of 7 chunks, keyed by song id; the service decodes them) are produced to a fresh topic of a real broker
    (GENRE_KAFKA_BOOTSTRAP if it answers, else a LocalBroker in a temporary folder)
    before `python -m services.extractor` starts and drains them. Throughput comes from the
    CreateTime stamps of its features records, over the last 95 % (the first 5 % are the
@@ -40,6 +41,8 @@ def main() -> int:
     ap.add_argument("--chunks", type=int, default=400, help="chunk messages pre-produced for the drain")
     ap.add_argument("--runs", type=int, default=20, help="timed calls of the compute-only figure")
     ap.add_argument("--partitions", type=int, default=12)
+    ap.add_argument("--chunk-version", type=int, default=2, choices=(1, 2),
+                    help="chunk schema of the pre-produced records (2: the compact encoding, what the chunker writes)")
     args = ap.parse_args()
 
     os.environ.update(harness.thread_env(1))
@@ -47,6 +50,8 @@ def main() -> int:
 
     from shared.features import extract_chunk, fft_backend, get_extractor
     from shared.featurespec import spec_by_version
+    import msgpack
+
     from shared.schemas import Chunk, Features, decode, now
     from shared.settings import Settings
     from tests.fixtures.audio import SR, make_song
@@ -67,6 +72,25 @@ def main() -> int:
     print(f"compute alone    extract_chunk, spec {spec.id} ({fft_backend()} FFT), 1 thread: {compute:7.1f} chunks/s "
           f"({1000 / compute:.2f} ms/chunk), median of {args.runs}")
 
+    # Each bank chunk is encoded once (FLAC costs the chunker ~20 ms a chunk); the records
+    # differ only in their song fields.
+    wire = [Chunk(song_id="x", filename="x.flac", index=0, last=False, sample_rate=SR, n_samples=size,
+                  pcm=pcm).to_dict(args.chunk_version) for pcm in bank]
+    t0 = time.process_time()
+    for w in wire:
+        if decode(msgpack.packb(w, use_bin_type=True), Chunk).pcm.shape != (size,):
+            raise SystemExit("a bench chunk does not decode to a whole chunk")
+    decode_ms = 1000 * (time.process_time() - t0) / len(bank)
+    chunk_bytes = [len(msgpack.packb(w, use_bin_type=True)) for w in wire]
+    print(f"chunk schema v{args.chunk_version}: {statistics.mean(chunk_bytes) / 1e6:.2f} MB per record "
+          f"(bank of {len(bank)}: {', '.join(f'{b / 1e6:.2f}' for b in chunk_bytes)}), "
+          f"decode {decode_ms:.1f} ms CPU per record in this process")
+
+    def record(song: str, index: int, last: bool, k: int) -> bytes:
+        w = wire[k % len(wire)]
+        return msgpack.packb({**w, "song_id": song, "filename": f"{song}.flac", "index": index, "last": last,
+                              "produced_at": now()}, use_bin_type=True)
+
     work = Path(tempfile.mkdtemp(prefix="genre-bench-extractor-"))
     bootstrap, broker = external_or_local(work)
     settings, env, _ = harness.service_settings(bootstrap, "extractor", 1, partitions=args.partitions,
@@ -75,12 +99,9 @@ def main() -> int:
     log = work / "extractor.log"
     try:
         n = args.chunks
-        produce_s = harness.pre_produce(
-            settings, settings.topic_chunks, n,
-            lambda song, index, last, k: Chunk(song_id=song, filename=f"{song}.flac", index=index, last=last,
-                                               sample_rate=SR, n_samples=size, pcm=bank[k % len(bank)],
-                                               produced_at=now()).encode())
-        print(f"pre-produced {n} chunk messages ({n * size * 4 / 1e6:.0f} MB of PCM) in {produce_s:.1f} s")
+        produce_s = harness.pre_produce(settings, settings.topic_chunks, n, record)
+        total = sum(chunk_bytes[k % len(bank)] for k in range(n))
+        print(f"pre-produced {n} chunk messages ({total / 1e6:.0f} MB) in {produce_s:.1f} s")
         proc = harness.start_service("extractor", env, log)
         sampler = harness.CpuSampler(harness.process_pids("extractor", proc, broker, "bench (this process, waiting)"),
                                      harness.broker_jit(broker)).start()

@@ -46,7 +46,12 @@ RECORD_OVERHEAD_BYTES = 64 * 1024
 """Room for the record batch header, key and headers on top of a MAX_MESSAGE_BYTES value."""
 MAX_RECORD_BYTES = MAX_MESSAGE_BYTES + RECORD_OVERHEAD_BYTES
 """Producer max_request_size, consumer max_partition_fetch_bytes and the large topics'
-max.message.bytes (shared/topics.py) all use this one figure."""
+max.message.bytes (shared/topics.py) all use this one figure: 3 MiB + 64 KiB (it was
+4 MiB + 64 KiB while chunks were float32 only). Why not lower: during a rolling upgrade
+chunkers not yet upgraded still write v1 float32 chunks (2.65 MB) and the chunk topic
+keeps them for its retention, so the topic must accept and every consumer must fetch
+them; v2 chunks (median 1.4 MB, at most ~2.0 MB) and spec-v2 features (~0.85 MB) fit
+with room. Once no v1 writer is left, the chunk topic could go down to 2 MiB + 64 KiB."""
 DEFAULT_SEND_TIMEOUT_S = 60.0
 
 __all__ = [

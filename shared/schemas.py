@@ -16,9 +16,23 @@ from typing import Any, ClassVar, Mapping, TypeVar
 import msgpack
 import numpy as np
 
+from shared import pcm_codec
+
 SCHEMA_VERSION = 1
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-"""Upper bound of any message; a 30 s float32 chunk at 22,050 Hz is 2.65 MB."""
+"""The version every message type but the chunk writes and reads."""
+CHUNK_SCHEMA_VERSION = 2
+"""Chunk v2: the PCM as 24-bit block floating point under FLAC (`shared/pcm_codec.py`,
+median 1.4 MB a 30-s chunk of real music); v1: raw float32 (2.65 MB). Chunkers write v2;
+extractors read both, so a rolling upgrade mixes them without a dead letter."""
+CHUNK_READ_VERSIONS = frozenset({1, CHUNK_SCHEMA_VERSION})
+MAX_MESSAGE_BYTES = 3 * 1024 * 1024
+"""Upper bound of any message. The largest are the v1 float32 chunks (2.65 MB), still
+read during an upgrade; a v2 chunk is at most ~2.0 MB (FLAC's verbatim fallback, 3 bytes
+a sample), a spec-v2 features record ~0.85 MB."""
+MAX_CHUNK_SAMPLES = MAX_MESSAGE_BYTES // 4
+"""Most samples a chunk may declare: what a v1 float32 chunk under MAX_MESSAGE_BYTES could
+hold, so a v2 payload (FLAC compresses silence ~1000:1) can never decode to more memory
+than a v1 record of the same limit."""
 
 # Used with `fullmatch` only: `$` also matches before a trailing newline, and `match`
 # alone accepts any suffix (a digest followed by "/../../etc/passwd").
@@ -74,6 +88,10 @@ M = TypeVar("M", bound="Message")
 class Message:
     TYPE: ClassVar[str] = ""
     ARRAYS: ClassVar[tuple[str, ...]] = ()
+    VERSION: ClassVar[int] = SCHEMA_VERSION
+    """The schema version this type writes."""
+    READS: ClassVar[frozenset[int]] = frozenset({SCHEMA_VERSION})
+    """The schema versions this type decodes."""
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow: no field holds a dataclass, and msgpack copies what it packs
@@ -82,7 +100,7 @@ class Message:
         for k in self.ARRAYS:
             arrays = getattr(self, k)
             d[k] = {name: pack_array(a) for name, a in arrays.items()} if isinstance(arrays, dict) else pack_array(arrays)
-        d["v"] = SCHEMA_VERSION
+        d["v"] = self.VERSION
         d["type"] = self.TYPE
         return d
 
@@ -91,8 +109,10 @@ class Message:
 
     @classmethod
     def from_dict(cls: type[M], d: Mapping[str, Any]) -> M:
-        if d.get("v") != SCHEMA_VERSION:
-            raise SchemaError(f"schema version {d.get('v')!r} is not supported (expected {SCHEMA_VERSION})")
+        version = d.get("v")
+        if isinstance(version, bool) or version not in cls.READS:
+            expected = " or ".join(str(v) for v in sorted(cls.READS))
+            raise SchemaError(f"schema version {version!r} is not supported (expected {expected})")
         if d.get("type") != cls.TYPE:
             raise SchemaError(f"message type {d.get('type')!r} where {cls.TYPE!r} was expected")
         kwargs: dict[str, Any] = {}
@@ -103,16 +123,21 @@ class Message:
                 continue
             value = d[name]
             if name in cls.ARRAYS:
-                if isinstance(value, dict) and "dtype" not in value:
-                    value = {k: unpack_array(a, f"{name}.{k}") for k, a in value.items() if isinstance(k, str)}
-                else:
-                    value = unpack_array(value, name)
+                value = cls._unpack_arrays(name, value, version)
             else:
                 _check_type(cls.TYPE, name, value, f.type)
             kwargs[name] = value
         msg = cls(**kwargs)
         msg.validate()
         return msg
+
+    @classmethod
+    def _unpack_arrays(cls, name: str, value: Any, version: int) -> Any:
+        """One array field (an array map, or a map of names to array maps) of a message
+        of schema `version`."""
+        if isinstance(value, dict) and "dtype" not in value:
+            return {k: unpack_array(a, f"{name}.{k}") for k, a in value.items() if isinstance(k, str)}
+        return unpack_array(value, name)
 
     def validate(self) -> None:
         song_id = getattr(self, "song_id", None)
@@ -176,15 +201,58 @@ class SongRef(Message):
             raise SchemaError("size must not be negative")
 
 
+PCM_MAP_KEYS = frozenset({"codec", "n", "block", "exponents", "data"})
+
+
+def pack_pcm(pcm: np.ndarray, sample_rate: int) -> dict[str, Any]:
+    """A chunk's PCM as v2 writes it: `shared/pcm_codec.py`'s 24-bit block floating
+    point in FLAC (bit-exact for audio from <= 24-bit PCM; see that module's bound)."""
+    if pcm.size == 0:
+        return {"codec": pcm_codec.CODEC, "n": 0, "block": pcm_codec.BLOCK, "exponents": b"", "data": b""}
+    try:
+        enc = pcm_codec.encode(pcm, sample_rate)
+    except pcm_codec.PcmCodecError as exc:
+        raise SchemaError(f"pcm: {exc}") from None
+    return {"codec": pcm_codec.CODEC, "n": enc.n, "block": enc.block, "exponents": enc.exponents, "data": enc.data}
+
+
+def unpack_pcm(d: Any, name: str = "pcm") -> np.ndarray:
+    """float32 samples of a v2 PCM map; a payload that does not decode is a SchemaError
+    with the reason (a dead letter, like any malformed v1 array)."""
+    if not isinstance(d, dict) or set(d) != PCM_MAP_KEYS:
+        raise SchemaError(f"{name}: expected an encoded pcm map with {', '.join(sorted(PCM_MAP_KEYS))}")
+    codec, n, block, exponents, data = d["codec"], d["n"], d["block"], d["exponents"], d["data"]
+    if codec != pcm_codec.CODEC:
+        raise SchemaError(f"{name}: codec {codec!r} is not supported (expected {pcm_codec.CODEC!r})")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, block)):
+        raise SchemaError(f"{name}: n and block must be integers")
+    if not isinstance(exponents, bytes) or not isinstance(data, bytes):
+        raise SchemaError(f"{name}: exponents and data must be bytes")
+    if not 0 <= n <= MAX_CHUNK_SAMPLES:
+        raise SchemaError(f"{name}: {n} samples exceed the {MAX_CHUNK_SAMPLES} a chunk may hold")
+    if n == 0:
+        if exponents or data:
+            raise SchemaError(f"{name}: an empty chunk carries {len(exponents) + len(data)} payload bytes")
+        return np.zeros(0, np.float32)
+    try:
+        return pcm_codec.decode(pcm_codec.EncodedPcm(n=n, block=block, exponents=exponents, data=data))
+    except pcm_codec.PcmCodecError as exc:
+        raise SchemaError(f"{name}: {exc}") from None
+
+
 @dataclass
 class Chunk(Message):
-    """One 30-second chunk of mono PCM at the spec's rate (float32, <= 2.65 MB).
+    """One 30-second chunk of mono PCM at the spec's rate: float32 in memory; on the wire
+    v2 (written) is 24-bit block floating point in FLAC (`pack_pcm`, median 1.4 MB of real
+    music, 0.3-0.9 MB of 16-bit sources), v1 (still read) raw float32 (2.65 MB).
 
     `last` marks the song's final message; `error` (non-empty) means the song failed at
     this point and carries the reason to the verdict."""
 
     TYPE: ClassVar[str] = "chunk"
     ARRAYS: ClassVar[tuple[str, ...]] = ("pcm",)
+    VERSION: ClassVar[int] = CHUNK_SCHEMA_VERSION
+    READS: ClassVar[frozenset[int]] = CHUNK_READ_VERSIONS
     song_id: str
     filename: str
     index: int
@@ -196,12 +264,37 @@ class Chunk(Message):
     produced_at: float = 0.0
     chunked_at: float = 0.0
 
+    def to_dict(self, version: int = CHUNK_SCHEMA_VERSION) -> dict[str, Any]:
+        """The wire map of schema `version` (2, or 1 for a reader not yet upgraded)."""
+        if version == 1:
+            d = super().to_dict()
+            d["v"] = 1
+            return d
+        if version != CHUNK_SCHEMA_VERSION:
+            raise SchemaError(f"chunk schema version {version} cannot be written")
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "pcm"}
+        d["pcm"] = pack_pcm(np.asarray(self.pcm), self.sample_rate)
+        d["v"] = CHUNK_SCHEMA_VERSION
+        d["type"] = self.TYPE
+        return d
+
+    def encode(self, version: int = CHUNK_SCHEMA_VERSION) -> bytes:
+        return msgpack.packb(self.to_dict(version), use_bin_type=True)
+
+    @classmethod
+    def _unpack_arrays(cls, name: str, value: Any, version: int) -> Any:
+        if version == 1:
+            return unpack_array(value, name)
+        return unpack_pcm(value, name)
+
     def validate(self) -> None:
         super().validate()
         if self.index < 0:
             raise SchemaError("chunk index must not be negative")
         if not self.error and self.pcm.ndim != 1:
             raise SchemaError(f"pcm must be 1-D, got shape {self.pcm.shape}")
+        if self.pcm.size > MAX_CHUNK_SAMPLES:
+            raise SchemaError(f"pcm: {self.pcm.size} samples exceed the {MAX_CHUNK_SAMPLES} a chunk may hold")
 
 
 FEATURE_ARRAYS = frozenset({"mfcc", "peaks", "valleys"})

@@ -4,9 +4,10 @@ The broker runs with ``auto.create.topics.enable=false`` and the clients with
 ``allow_auto_create_topics=False``: a topic exists because `ensure_topics` made it, with
 the partitions, retention and size limits below, never with broker defaults.
 
-Sizes: only the chunk and feature topics carry large values (a 30 s float32 chunk at
-22,050 Hz is 2.65 MB), so only they accept up to ``MAX_MESSAGE_BYTES`` + 64 KiB of
-record overhead. Whole songs never travel through Kafka: `genre produce` stores the
+Sizes: only the chunk and feature topics carry large values (a 30 s chunk at 22,050 Hz
+is a median 1.4 MB in schema v2, 2.65 MB as v1 float32; features ~0.85 MB), so only they
+accept up to ``MAX_MESSAGE_BYTES`` (3 MiB: v1 chunks still arrive during an upgrade) +
+64 KiB of record overhead. Whole songs never travel through Kafka: `genre produce` stores the
 file in the shared blob store and sends a small reference (claim check), so the songs
 topic keeps Kafka's 1 MiB limit.
 

@@ -126,7 +126,7 @@ def test_unknown_arrays_missing_arrays_and_non_float32_logmel_are_rejected():
 def sized_features(total: int) -> bytes:
     """An encoded features record of exactly `total` bytes, each array well under the limit
     (so only the whole-message check can refuse it), padded through the file name."""
-    arrays = {k: np.ones((1024, 320), np.float32) for k in ("mfcc", "peaks", "valleys")}  # 1.25 MiB each
+    arrays = {k: np.ones((1024, 240), np.float32) for k in ("mfcc", "peaks", "valleys")}  # 0.94 MiB each
     pad = 0
     for _ in range(10):
         raw = feats(arrays=arrays, filename="x" * pad).encode()
@@ -137,14 +137,14 @@ def sized_features(total: int) -> bytes:
 
 
 def test_a_record_over_the_message_size_limit_is_refused_and_one_at_it_decodes():
-    """The 4 MiB limit of README's Limits table: a features record one byte over it is a
+    """The 3 MiB limit of README's Limits table: a features record one byte over it is a
     schema error (a dead letter), though each of its arrays alone is within msgpack's
     per-bin limit; a record of exactly the limit decodes."""
     from shared.schemas import MAX_MESSAGE_BYTES
 
-    assert MAX_MESSAGE_BYTES == 4 * 1024 * 1024
+    assert MAX_MESSAGE_BYTES == 3 * 1024 * 1024
     at_limit = sized_features(MAX_MESSAGE_BYTES)
-    assert decode(at_limit, Features).arrays["mfcc"].shape == (1024, 320)
+    assert decode(at_limit, Features).arrays["mfcc"].shape == (1024, 240)
     over = sized_features(MAX_MESSAGE_BYTES + 1)
     with pytest.raises(SchemaError, match=f"message of {MAX_MESSAGE_BYTES + 1} bytes exceeds {MAX_MESSAGE_BYTES}"):
         decode(over, Features)
