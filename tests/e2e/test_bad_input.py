@@ -207,7 +207,12 @@ def test_features_of_the_wrong_shape_do_not_poison_a_batch(pipeline):  # noqa: A
     # ... and the five records shared one batch: a batch is taken when 5 items wait or when
     # the oldest has waited 120 s; every wait was shorter, so the only batch held all five,
     # and its one predict call held the three good chunks.
-    waits = scrape(ports["classifier"], "genre_classifier_queue_wait_seconds")
-    sizes = scrape(ports["classifier"], "genre_classifier_batch_size")
-    assert waits['_count{service="classifier"}'] == 5 and waits['_sum{service="classifier"}'] < 120, waits
-    assert (sizes['_count{service="classifier"}'], sizes['_sum{service="classifier"}']) == (1, 3), sizes
+    label = '{service="classifier"}'
+
+    def count_and_sum(metric: str) -> tuple[float, float]:
+        return (scrape(ports["classifier"], f"{metric}_count").get(label, 0.0),
+                scrape(ports["classifier"], f"{metric}_sum").get(label, 0.0))
+
+    waits, wait_seconds = count_and_sum("genre_classifier_queue_wait_seconds")
+    assert waits == 5 and wait_seconds < 120, (waits, wait_seconds)
+    assert count_and_sum("genre_classifier_batch_size") == (1, 3)
