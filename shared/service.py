@@ -76,6 +76,7 @@ class Output:
     topic: str
     key: str
     message: Message
+    version: int | None = None  # the schema version to write (None: the type's own)
 
 
 class StopFlag:
@@ -370,7 +371,7 @@ class StreamService(Generic[In]):
                 try:
                     out = next(outputs, None)
                     while out is not None:
-                        value = out.message.encode()
+                        value = out.message.encode() if out.version is None else out.message.encode(out.version)  # type: ignore[call-arg]
                         futures.append(producer.send(out.topic, key=out.key.encode("utf-8"), value=value))  # type: ignore[attr-defined]
                         self.metrics.messages_out.labels(self.name, out.topic).inc()
                         outstanding += len(value)

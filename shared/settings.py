@@ -63,6 +63,11 @@ class Settings:
     """Extractor: the feature spec it emits (shared/featurespec.py). 2: the Vamp arrays
     plus the 16-kHz log-mel a pre-trained network reads (v1 models read it too); 1: the
     Vamp arrays only (cheaper, but models trained on v2 refuse it)."""
+    chunk_schema: int = field(default=1, metadata={"env": "GENRE_CHUNK_SCHEMA"})
+    """Chunker: the chunk schema it writes. 1: float32 PCM, 2.65 MB a chunk, bit-exact, so
+    verdicts equal `genre classify`'s; 2: 24-bit block floating point in FLAC (about 0.54 of
+    the bytes; features of 24-bit sources exact, of decoded MP3s not: probabilities move by
+    up to a few thousandths). The extractor reads both."""
     min_chunk_seconds: float = field(default=10.0, metadata={"env": "GENRE_MIN_CHUNK_SECONDS"})
     """A final partial chunk shorter than this is dropped; a song shorter than this is an error."""
     decode_timeout_s: float = field(default=600.0, metadata={"env": "GENRE_DECODE_TIMEOUT_S"})

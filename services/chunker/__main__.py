@@ -13,8 +13,8 @@ from shared.audio import DecodeError, chunk_song
 from shared.blobstore import BlobNotFound, BlobStore
 from shared.featurespec import DEFAULT_SPEC, FeatureSpec
 from shared.metrics import ServiceMetrics
-from shared.schemas import Chunk, SongRef, now
-from shared.service import Output, StopFlag, StreamService, run_service
+from shared.schemas import CHUNK_READ_VERSIONS, Chunk, SongRef, now
+from shared.service import Output, StartupError, StopFlag, StreamService, run_service
 from shared.settings import Settings
 
 logger = logging.getLogger("services.chunker")
@@ -31,7 +31,7 @@ def song_chunks(ref: SongRef, settings: Settings, store: BlobStore, spec: Featur
     index = 0
 
     def out(chunk: Chunk) -> Output:
-        return Output(settings.topic_chunks, ref.song_id, chunk)
+        return Output(settings.topic_chunks, ref.song_id, chunk, settings.chunk_schema)
 
     try:
         path = store.open_path(ref.blob)
@@ -59,6 +59,9 @@ def song_chunks(ref: SongRef, settings: Settings, store: BlobStore, spec: Featur
 
 
 def build(settings: Settings, metrics: ServiceMetrics, stop: StopFlag) -> StreamService[SongRef]:
+    if settings.chunk_schema not in CHUNK_READ_VERSIONS:
+        raise StartupError(f"GENRE_CHUNK_SCHEMA={settings.chunk_schema}: not a chunk schema version "
+                           f"(one of {sorted(CHUNK_READ_VERSIONS)}; 1 is exact float32, 2 compact FLAC)")
     store = BlobStore(settings.blob_dir)
     return StreamService(
         SERVICE, settings, settings.group_chunker, settings.topic_songs, SongRef,
