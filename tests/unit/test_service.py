@@ -254,10 +254,11 @@ def test_a_stop_mid_record_sends_what_is_out_closes_the_stage_and_commits_only_t
     producer, consumer = FakeProducer(), FakeConsumer()
     recs = [Rec(TP.topic, 3, 20, b"k", song("short")), Rec(TP.topic, 3, 21, b"k", song("long")),
             Rec(TP.topic, 3, 22, b"k", song("never"))]
-    with caplog.at_level(logging.INFO, logger="shared.service"), pytest.raises(HandedBack):
+    with caplog.at_level(logging.INFO, logger="shared.service"), pytest.raises(HandedBack) as handed:
         svc._process({TP: recs}, consumer, producer)
     assert [k for _t, k, _v in producer.sent] == [b"short", b"long", b"long"]  # the third is not sent
     assert consumer.commits == [{TP: 21}]  # the long song is redone by the next owner
+    assert handed.tb is not None  # the loop's frame is still held: only an explicit close ended the stage
     assert closed == ["short", "long"]
     assert "chunker: stop requested; handing back genre.songs[3]@21" in [r.getMessage() for r in caplog.records]
 
@@ -574,6 +575,25 @@ def test_a_failing_handler_is_logged_with_the_song_and_its_time_observed(monkeyp
     assert svc.metrics.processing_seconds.labels("chunker", "chunker")._sum.get() == 2.0
 
 
+def test_a_failing_handler_of_a_record_without_a_song_id_is_logged_too(caplog):
+    def handle(msg):
+        raise RuntimeError("boom")
+
+    svc = StreamService("janitor", Settings.from_env({}), "g", "genre.deadletter", DeadLetter, handle,
+                        metrics=ServiceMetrics("janitor"))
+    raw = DeadLetter(service="s", topic="t", partition=0, offset=1, reason="r").encode()
+    with caplog.at_level(logging.ERROR, logger="shared.service"):
+        run(svc, [raw])
+    assert [r.getMessage() for r in caplog.records] == ["janitor failed on ?"]
+
+
+def test_the_stop_flag_wait_returns_after_its_timeout_or_at_once_when_set():
+    stop = StopFlag()
+    assert stop.wait(0.01) is False
+    stop.set()
+    assert stop.wait(60) is True
+
+
 def test_a_service_without_given_metrics_exports_its_own_under_its_name():
     svc = StreamService("chunker", Settings.from_env({}), "g", "genre.songs", SongRef, verdict_for)
     assert svc.metrics.registry.get_sample_value("genre_kafka_reconnects_total", {"service": "chunker"}) == 0.0
@@ -588,13 +608,13 @@ class PollConsumer:
 
     subscription = None
 
-    def __init__(self, clock, stop, script):
-        self.clock, self.stop, self.script = clock, stop, list(script)
+    def __init__(self, clock, stop, script, step=2):
+        self.clock, self.stop, self.script, self.step = clock, stop, list(script), step
         self.commits, self.polls, self.closed = [], [], []
 
     def poll(self, timeout_ms):
         self.polls.append(timeout_ms)
-        self.clock.t += 2
+        self.clock.t += self.step
         if not self.script:
             self.stop.set()
             return {}
@@ -622,11 +642,11 @@ class SessionProducer(FakeProducer):
         self.closed.append(kw)
 
 
-def session_rig(monkeypatch, script, lag=None):
+def session_rig(monkeypatch, script, lag=None, step=2):
     clock = Clock()
     monkeypatch.setattr(service_mod, "time", clock)
     svc = service(verdict_for)
-    consumer = PollConsumer(clock, svc.stop, script)
+    consumer = PollConsumer(clock, svc.stop, script, step)
     producer = SessionProducer()
     made = {}
 
@@ -683,17 +703,17 @@ def test_while_reconnecting_clients_give_up_sooner_and_health_is_checked_every_s
             svc.link.lost_since = clock.t + 0.5
         return {}
 
-    svc, clock, consumer, producer, made, lags = session_rig(monkeypatch, [{}, {}], lag=lag)
+    svc, clock, consumer, producer, made, lags = session_rig(monkeypatch, [{}, {}], lag=lag, step=1)
     svc.link.lost_since = 999.0
     with caplog.at_level(logging.WARNING, logger="shared.service"):
         svc._run_session()
     assert made["consumer"][3]["bootstrap_timeout_ms"] == 10_000
     assert made["producer"][1] == {"reconnect_backoff_max_ms": 2000, "bootstrap_timeout_ms": 10_000}
-    # polls end at 1002, 1004, 1006: every poll is a health check while the link is down;
+    # polls end at 1001, 1002, 1003: a health check every second while the link is down;
     # the first began before the failure it saw, the second proves the broker is back
-    assert [t for t, *_ in lags] == [1002, 1004]
+    assert [t for t, *_ in lags] == [1001, 1002]
     assert svc.link.lost_since is None
-    assert [r.getMessage() for r in caplog.records] == ["chunker reconnected to Kafka at 127.0.0.1:9092 after 1.5 s"]
+    assert [r.getMessage() for r in caplog.records] == ["chunker reconnected to Kafka at 127.0.0.1:9092 after 0.5 s"]
 
 
 def test_a_commit_refused_after_a_rebalance_is_counted_and_the_session_goes_on(monkeypatch, caplog):
