@@ -182,14 +182,15 @@ def test_parse_sizes_takes_semicolons_skips_empty_parts_and_bounds_each_size():
 
 
 def test_capacity_is_at_least_one_and_counts_items():
-    with pytest.raises(ValueError, match="capacity must be >= 1"):
+    with pytest.raises(ValueError, match="^capacity must be >= 1$"):
         WorkQueue(0)
     q = WorkQueue(1)
     assert not q.full and q.room() == 1 and not q.closed
     q.put(item(0))
     assert q.full and q.room() == 0 and len(q) == 1
-    q.put_many([item(1), item(2)])  # the poll thread never blocks: its backpressure is pausing
-    assert len(q) == 3 and q.room() == 0
+    q.put(item(1))
+    q.put_many([item(2), item(3)])  # the poll thread never blocks: its backpressure is pausing
+    assert len(q) == 4 and q.room() == 0
 
 
 def test_puts_after_close_are_refused():
