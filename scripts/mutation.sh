@@ -4,7 +4,9 @@
 #   scripts/mutation.sh                  every module below
 #   scripts/mutation.sh song_tracker vote
 #   scripts/mutation.sh --changed        the modules whose source or tests differ from the merge
-#                                        base with origin/main (all of them without origin/main)
+#                                        base with origin/main; without origin/main, from the
+#                                        previous commit (the whole run takes longer than CI's
+#                                        ~10 minutes on 2 cores: see docs/mutation-report.md)
 # Each module runs afresh in its own folder .mutation/<module>/ (gitignored; mutmut's cache
 # does not notice changed tests), with a pyproject that mutates that file alone; mutmut runs, for
 # each mutant, the listed tests that reach the mutated function. Prints per module
@@ -12,7 +14,8 @@
 # prints a mutant's diff). Score = (killed + timeout) / (mutants - known equivalent survivors);
 # the known equivalent mutants, each with its reason, are listed in scripts/mutation-equivalent.txt.
 # Exits 1 when a module scores under MUTATION_MIN (default 90) %.
-# Environment: PYTHON (default .venv/bin/python), JOBS (default 2), MUTATION_MIN.
+# Environment: PYTHON (default .venv/bin/python), JOBS (default 2), MUTATION_MIN,
+# MUTATION_LIST_ONLY (with --changed: print the modules it would run, run nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -51,19 +54,30 @@ modules=("$@")
 if [ "${1:-}" = "--changed" ]; then
   modules=()
   if base=$(git merge-base HEAD origin/main 2>/dev/null); then
+    what="since $(git rev-parse --short "$base") (merge base with origin/main)"
+  elif base=$(git rev-parse -q --verify HEAD~1); then
+    what="since $(git rev-parse --short "$base") (no origin/main: the previous commit)"
+  else
+    base=""
+  fi
+  if [ -n "$base" ]; then
     changed=$(git diff --name-only "$base"; git ls-files --others --exclude-standard)
+    # Lines added or removed in the list of equivalent mutants, by their module's prefix.
+    listed=$(git diff -U0 "$base" -- scripts/mutation-equivalent.txt | grep '^[-+][a-z]' || true)
     for m in "${ORDER[@]}"; do
-      for f in "${SOURCE[$m]}" ${TESTS[$m]} scripts/mutation.sh scripts/mutation-equivalent.txt; do
+      prefix=$(sed 's/\.py$//; s#/#.#g' <<<"${SOURCE[$m]}").
+      if grep -qF "$prefix" <<<"$listed"; then modules+=("$m"); continue; fi
+      for f in "${SOURCE[$m]}" ${TESTS[$m]}; do
         if grep -qxF "$f" <<<"$changed"; then modules+=("$m"); break; fi
       done
     done
-    echo "mutation.sh: modules changed since $(git rev-parse --short "$base") (merge base with origin/main):" \
-         "${modules[*]:-none}" >&2
+    echo "mutation.sh: modules changed $what: ${modules[*]:-none}" >&2
     if [ ${#modules[@]} -eq 0 ]; then exit 0; fi
   else
-    echo "mutation.sh: no origin/main, every module" >&2
+    echo "mutation.sh: no history to compare with, every module" >&2
     modules=("${ORDER[@]}")
   fi
+  if [ -n "${MUTATION_LIST_ONLY:-}" ]; then echo "${modules[*]}"; exit 0; fi
 fi
 if [ ${#modules[@]} -eq 0 ]; then modules=("${ORDER[@]}"); fi
 for m in "${modules[@]}"; do
@@ -88,6 +102,9 @@ for m in "${modules[@]}"; do
     sep=""; for t in ${TESTS[$m]}; do printf '%s"%s"' "$sep" "$t"; sep=", "; done
     echo ']'
     echo 'use_git_change_detection = false'
+    # A mutant that makes a test hang (a condition wait that never ends) is a timeout after
+    # (test time + 1 s) x 5 of wall clock, not mutmut's default x 15 (minutes per hang).
+    echo 'timeout_multiplier = 5.0'
   } > "$work/pyproject.toml.new"
   if ! cmp -s "$work/pyproject.toml.new" "$work/pyproject.toml"; then
     mv "$work/pyproject.toml.new" "$work/pyproject.toml"
