@@ -156,3 +156,91 @@ def test_full_batch_ready_counts_items_up_to_the_first_marker():
     assert [i.offset for i in q.take(3, 0.0)] == [0, 1]
     assert isinstance(q.take(3, 0.0), Marker)
     assert q.full_batch_ready(3) and q.full_batch_ready(4) and not q.full_batch_ready(5)
+
+
+class ScriptedClock:
+    """A clock for the queue: returns `times` in turn (the last one after that); `on_call`
+    maps a call number (1-based) to an action run inside that call, under the queue's lock."""
+
+    def __init__(self, times, on_call=None):
+        self.times, self.on_call, self.calls = list(times), dict(on_call or {}), 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.calls in self.on_call:
+            self.on_call.pop(self.calls)()
+        return self.times.pop(0) if len(self.times) > 1 else self.times[0]
+
+
+def test_parse_sizes_takes_semicolons_skips_empty_parts_and_bounds_each_size():
+    assert parse_sizes("1;2, ,4,,2", 8) == (1, 2, 4)
+    assert parse_sizes(None, 8) == ()
+    assert parse_sizes("8", 8) == (8,)
+    for bad in ("0", "9"):
+        with pytest.raises(ValueError, match=f"preferred batch size {bad} must be between 1 and the maximum batch size 8"):
+            parse_sizes(f"2,{bad}", 8)
+
+
+def test_capacity_is_at_least_one_and_counts_items():
+    with pytest.raises(ValueError, match="^capacity must be >= 1$"):
+        WorkQueue(0)
+    q = WorkQueue(1)
+    assert not q.full and q.room() == 1 and not q.closed
+    q.put(item(0))
+    assert q.full and q.room() == 0 and len(q) == 1
+    q.put(item(1))
+    q.put_many([item(2), item(3)])  # the poll thread never blocks: its backpressure is pausing
+    assert len(q) == 4 and q.room() == 0
+
+
+def test_puts_after_close_are_refused():
+    q = WorkQueue(4)
+    q.close()
+    for put in (lambda: q.put(item(0)), lambda: q.put_many([item(0)])):
+        with pytest.raises(RuntimeError, match="^queue closed$"):
+            put()
+    assert q.closed and len(q) == 0
+
+
+def test_oldest_wait_is_the_first_items_age_past_any_marker():
+    q = WorkQueue(4, clock=lambda: 12.5)
+    assert q.oldest_wait() == 0.0
+    q.put_marker(Marker("barrier"))
+    assert q.oldest_wait() == 0.0
+    q.put(item(0, arrived=10.0))
+    q.put(item(1, arrived=12.0))
+    assert q.oldest_wait() == 2.5
+    q2 = WorkQueue(4, clock=lambda: 12.5)
+    q2.put(item(0, arrived=13.0))  # a clock read before the item's: never negative
+    assert q2.oldest_wait() == 0.0
+
+
+def test_a_batch_of_one_or_less_means_one_item():
+    q = WorkQueue(10)
+    q.put_many(item(i) for i in range(3))
+    assert [i.offset for i in q.take(1, max_wait_s=5.0)] == [0]
+    assert [i.offset for i in q.take(0, max_wait_s=5.0)] == [1]
+    assert q.full_batch_ready(1) and q.full_batch_ready(0)
+
+
+def test_a_preferred_size_counts_only_the_items_queued():
+    q = WorkQueue(10)
+    q.put_many(item(i) for i in range(2))
+    assert [i.offset for i in q.take(3, max_wait_s=5.0, preferred=(1,))] == [0]
+
+
+def test_a_preferred_size_equal_to_the_items_queued_is_taken_without_waiting():
+    q = WorkQueue(10)
+    # were it not taken at once, the queue would wait and find a third item on its next look
+    clock = ScriptedClock([0.0, 0.02], on_call={2: lambda: q.put(item(2, arrived=0.0))})
+    q._clock = clock
+    q.put_many([item(0, arrived=0.0), item(1, arrived=0.0)])
+    assert [i.offset for i in q.take(4, max_wait_s=0.01, preferred=(2,))] == [0, 1]
+    assert len(q) == 0
+
+
+def test_an_item_arriving_within_the_idle_timeout_is_returned():
+    q = WorkQueue(10)
+    # first call: the idle deadline (0.3); second: 0.25 s later an item has arrived
+    q._clock = ScriptedClock([0.0, 0.25, 1.0], on_call={2: lambda: q.put(item(0, arrived=-10.0))})
+    assert [i.offset for i in q.take(4, max_wait_s=0.5, idle_timeout_s=0.3)] == [0]

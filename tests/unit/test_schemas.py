@@ -148,3 +148,184 @@ def test_a_record_over_the_message_size_limit_is_refused_and_one_at_it_decodes()
     over = sized_features(MAX_MESSAGE_BYTES + 1)
     with pytest.raises(SchemaError, match=f"message of {MAX_MESSAGE_BYTES + 1} bytes exceeds {MAX_MESSAGE_BYTES}"):
         decode(over, Features)
+
+
+# --- every accept/reject decision of the decoder, at its bounds -------------------------------
+
+
+def song(**kw):
+    return {**SongRef(song_id="a", filename="f", blob=DIGEST, size=1).to_dict(), **kw}
+
+
+def test_a_tombstone_and_a_non_map_are_refused_with_their_reason():
+    with pytest.raises(SchemaError, match=r"^empty message \(tombstone\)$"):
+        decode(None, SongRef)
+    with pytest.raises(SchemaError, match="expected a msgpack map, got list"):
+        decode(msgpack.packb([1, 2]), SongRef)
+    with pytest.raises(SchemaError, match="not a msgpack message: ExtraData"):
+        decode(msgpack.packb(song()) + b"\x00", SongRef)
+
+
+def test_version_and_type_errors_name_what_the_record_held():
+    with pytest.raises(SchemaError, match="schema version 99 is not supported"):
+        decode(msgpack.packb(song(v=99)), SongRef)
+    with pytest.raises(SchemaError, match="message type 'song' where 'verdict' was expected"):
+        decode(msgpack.packb(song()), Verdict)
+
+
+def test_msgpack_limits_refuse_oversized_strings_arrays_maps_ext_types_and_non_string_keys():
+    """The decoder's msgpack limits hold inside a record well under the size limit."""
+    assert decode(msgpack.packb(song(filename="f" * (1 << 20))), SongRef).filename == "f" * (1 << 20)
+    with pytest.raises(SchemaError, match="not a msgpack message"):
+        decode(msgpack.packb(song(filename="f" * ((1 << 20) + 1))), SongRef)
+    assert len(decode(msgpack.packb(song(extra=[0] * (1 << 16))), SongRef).filename) == 1
+    with pytest.raises(SchemaError, match="not a msgpack message"):
+        decode(msgpack.packb(song(extra=[0] * ((1 << 16) + 1))), SongRef)
+    assert decode(msgpack.packb(song(extra={str(i): 0 for i in range(1 << 10)})), SongRef).size == 1
+    with pytest.raises(SchemaError, match="not a msgpack message"):
+        decode(msgpack.packb(song(extra={str(i): 0 for i in range(1 + (1 << 10))})), SongRef)
+    with pytest.raises(SchemaError, match="not a msgpack message"):
+        decode(msgpack.packb(song(extra=msgpack.ExtType(1, b"x"))), SongRef)
+    with pytest.raises(SchemaError, match="not a msgpack message"):
+        decode(msgpack.packb({**song(), 1: "x"}), SongRef)
+
+
+def test_bools_are_not_numbers_and_wrong_types_are_named():
+    with pytest.raises(SchemaError, match="song.size: expected int, got bool"):
+        decode(msgpack.packb(song(size=True)), SongRef)
+    with pytest.raises(SchemaError, match="song.produced_at: expected float, got bool"):
+        decode(msgpack.packb(song(produced_at=True)), SongRef)
+    with pytest.raises(SchemaError, match="song.size: expected int, got str"):
+        decode(msgpack.packb(song(size="big")), SongRef)
+    assert decode(msgpack.packb(song(produced_at=3)), SongRef).produced_at == 3
+
+
+def prediction(**kw):
+    from shared.schemas import Prediction
+
+    d = {**Prediction(song_id="a", filename="f", index=0, last=True, probabilities=[0.25, 1],
+                      genres=["rock", "pop"]).to_dict(), **kw}
+    return msgpack.packb(d, use_bin_type=True)
+
+
+def verdict(**kw):
+    return msgpack.packb({**Verdict(song_id="a", filename="f", status="ok", genre="rock", confidence=1.0,
+                                    probabilities={"rock": 0.75, "pop": 0}).to_dict(), **kw},
+                         use_bin_type=True)
+
+
+def test_lists_and_maps_of_numbers_and_names_are_checked_element_by_element():
+    from shared.schemas import Prediction
+
+    p = decode(prediction(), Prediction)
+    assert p.probabilities == [0.25, 1] and p.genres == ["rock", "pop"]
+    for bad in (["x"], [True], [None]):
+        with pytest.raises(SchemaError, match="prediction.probabilities: expected a list of numbers"):
+            decode(prediction(probabilities=bad), Prediction)
+    with pytest.raises(SchemaError, match="prediction.genres: expected a list of strings"):
+        decode(prediction(genres=["rock", 1]), Prediction)
+    assert decode(verdict(), Verdict).probabilities == {"rock": 0.75, "pop": 0}
+    for bad in ({"rock": "x"}, {"rock": True}, {b"rock": 0.5}):
+        with pytest.raises(SchemaError, match="verdict.probabilities: expected a map of names to numbers"):
+            decode(verdict(probabilities=bad), Verdict)
+
+
+def test_verdict_status_is_ok_or_error():
+    assert decode(verdict(status="error", error="boom"), Verdict).status == "error"
+    assert decode(verdict(), Verdict).status == "ok"
+    with pytest.raises(SchemaError, match="verdict status 'OK' must be 'ok' or 'error'"):
+        decode(verdict(status="OK"), Verdict)
+
+
+def test_verdict_identity_ignores_float_noise_and_wall_clock_but_not_values():
+    v = Verdict(song_id="a", filename="f", status="ok", genre="rock", confidence=0.5,
+                probabilities={"rock": 0.3, "pop": 0.7}, votes=["rock", "pop"], chunk_count=2,
+                model_version="m1", timings={"classify": 1.0}, produced_at=1.0, verdict_at=2.0)
+
+    def replay(**kw):
+        base = dict(v.__dict__)
+        base.update(kw)
+        return Verdict(**base)
+
+    same = replay(confidence=0.5 + 4e-7, probabilities={"pop": 0.7, "rock": 0.3 + 4e-6},
+                  timings={"classify": 9.0}, produced_at=5.0, verdict_at=6.0)
+    assert same.identity() == v.identity()
+    for changed in (replay(confidence=0.500002), replay(probabilities={"rock": 0.30002, "pop": 0.7}),
+                    replay(probabilities={"rock": 0.7, "pop": 0.3}), replay(votes=["pop", "rock"]),
+                    replay(chunk_count=3), replay(model_version="m2"), replay(error="x"),
+                    replay(genre="pop"), replay(status="error"), replay(song_id="b")):
+        assert changed.identity() != v.identity()
+
+
+def test_song_size_and_chunk_index_may_be_zero_not_negative():
+    assert decode(msgpack.packb(song(size=0)), SongRef).size == 0
+    with pytest.raises(SchemaError, match="^size must not be negative$"):
+        decode(msgpack.packb(song(size=-1)), SongRef)
+    c = Chunk(song_id="s", filename="f", index=0, last=True, sample_rate=22050, n_samples=3,
+              pcm=np.zeros(3, np.float32))
+    assert decode(c.encode(), Chunk).index == 0
+    c.index = -1
+    with pytest.raises(SchemaError, match="^chunk index must not be negative$"):
+        decode(c.encode(), Chunk)
+    with pytest.raises(SchemaError, match="^chunk index must not be negative$"):
+        decode(feats(index=-1).encode(), Features)
+    assert decode(feats(index=0).encode(), Features).index == 0
+
+
+def test_pcm_is_one_dimensional_unless_the_chunk_carries_an_error():
+    bad = Chunk(song_id="s", filename="f", index=0, last=True, sample_rate=22050, n_samples=4,
+                pcm=np.zeros((2, 2), np.float32))
+    with pytest.raises(SchemaError, match=r"pcm must be 1-D, got shape \(2, 2\)"):
+        decode(bad.encode(), Chunk)
+    failed = Chunk(song_id="s", filename="f", index=2, last=True, sample_rate=22050, n_samples=0,
+                   error="decoder failed")
+    g = decode(failed.encode(), Chunk)
+    assert g.error == "decoder failed" and g.pcm.shape == (0,)
+
+
+def test_a_dead_letter_round_trips():
+    from shared.schemas import DeadLetter
+
+    d = DeadLetter(service="chunker", topic="songs", partition=1, offset=7, reason="bad", key="k",
+                   payload_head=b"\x00\xff")
+    g = decode(d.encode(), DeadLetter)
+    assert (g.service, g.offset, g.payload_head) == ("chunker", 7, b"\x00\xff")
+
+
+def array_map(shape, data, dtype="float32", **extra):
+    return {"dtype": dtype, "shape": shape, "data": data, **extra}
+
+
+@pytest.mark.parametrize("shape", [[3], [1, 3], [1, 1, 3], [0], [10_000_000, 0], [0, 10_000_000, 0]])
+def test_arrays_of_rank_1_to_3_with_sizes_up_to_ten_million_unpack(shape):
+    from shared.schemas import unpack_array
+
+    n = int(np.prod(shape))
+    a = unpack_array(array_map(shape, np.arange(n, dtype=np.float32).tobytes()), "x")
+    assert list(a.shape) == shape and a.dtype == np.float32
+
+
+@pytest.mark.parametrize("d, reason", [
+    (array_map([1, 1, 1, 1], b"\0" * 4), r"x: bad shape \[1, 1, 1, 1\]"),
+    (array_map([], b"\0" * 4), r"x: bad shape \[\]"),
+    (array_map([-1], b""), r"x: bad shape \[-1\]"),
+    (array_map([2.0], b"\0" * 8), r"x: bad shape \[2.0\]"),
+    (array_map([10_000_001, 0], b""), r"x: bad shape \[10000001, 0\]"),
+    (array_map((1,), b"\0" * 4), r"x: bad shape \(1,\)"),
+    (array_map([1], "abcd"), "x: data must be bytes"),
+    (array_map([1], b"\0" * 4, extra=1), "x: expected an array map with dtype, shape, data"),
+    (["dtype", "shape", "data"], "x: expected an array map with dtype, shape, data"),
+])
+def test_malformed_array_maps_are_refused_with_their_reason(d, reason):
+    from shared.schemas import unpack_array
+
+    with pytest.raises(SchemaError, match=reason):
+        unpack_array(d, "x")
+
+
+def test_a_bad_array_in_a_record_is_named_by_its_field():
+    d = Chunk(song_id="s", filename="f", index=0, last=True, sample_rate=22050, n_samples=1,
+              pcm=np.zeros(1, np.float32)).to_dict()
+    d["pcm"]["shape"] = [1, 1, 1, 1]
+    with pytest.raises(SchemaError, match=r"pcm: bad shape"):
+        decode(msgpack.packb(d, use_bin_type=True), Chunk)
