@@ -325,7 +325,7 @@ def test_malformed_array_maps_are_refused_with_their_reason(d, reason):
 
 def test_a_bad_array_in_a_record_is_named_by_its_field():
     d = Chunk(song_id="s", filename="f", index=0, last=True, sample_rate=22050, n_samples=1,
-              pcm=np.zeros(1, np.float32)).to_dict()
+              pcm=np.zeros(1, np.float32)).to_dict(1)  # v1: the raw float32 array map
     d["pcm"]["shape"] = [1, 1, 1, 1]
     with pytest.raises(SchemaError, match=r"pcm: bad shape"):
         decode(msgpack.packb(d, use_bin_type=True), Chunk)
