@@ -255,7 +255,7 @@ class ModelArtifact:
             raise ModelLoadError(f"metadata is incomplete or malformed: {exc!r}") from exc
         if self.genres != sorted(self.genres) or len(set(self.genres)) != len(self.genres):
             raise ModelLoadError(f"metadata genres must be unique and sorted, got {self.genres}")
-        self.input_names: list[str] = [str(t.name).split(":")[0] for t in model.inputs]
+        self.input_names: list[str] = input_names(model)
         for name in self.input_names:
             if name not in INPUT_NAMES:
                 raise ModelLoadError(f"the network has an unknown input {name!r}; expected some of {INPUT_NAMES}")
@@ -400,6 +400,11 @@ class ModelArtifact:
         if len(batch) == 0:
             return np.zeros((0, len(self.genres)), dtype=np.float32)
         return self.predict_arrays(self.input_arrays(batch))
+
+
+def input_names(model: Any) -> list[str]:
+    """A Keras model's input names, in order (a tensor's name without its ':0')."""
+    return [str(t.name).split(":")[0] for t in model.inputs]
 
 
 def inference_copy(model: Any) -> Any:
@@ -580,7 +585,7 @@ def assemble_pretrained(head: Any, embedder: Any):
     """One network from raw inputs: log-mel -> frozen embedder -> head, beside the Vamp inputs."""
     import keras
 
-    names = [str(t.name).split(":")[0] for t in head.inputs]
+    names = input_names(head)
     inputs = {n: keras.Input(tuple(head.get_layer(n).output.shape[1:]), name=n) for n in names if n != EMBEDDING_INPUT}
     inputs[PRETRAINED_INPUT] = keras.Input(tuple(embedder.inputs[0].shape[1:]), name=PRETRAINED_INPUT)
     feed = {n: inputs[n] for n in names if n != EMBEDDING_INPUT}

@@ -37,6 +37,7 @@ from shared.model import (
     build_pretrained_head,
     compute_normalisation,
     inference_copy,
+    input_names,
     loudness_normalise,
     resolve_arch,
     stack_features,
@@ -288,13 +289,11 @@ def average_members(networks: Sequence[Any], name: str) -> Any:
     from keras import layers
 
     first = networks[0]
-    inputs = {str(t.name).split(":")[0]: keras.Input(tuple(t.shape[1:]), name=str(t.name).split(":")[0])
-              for t in first.inputs}
+    inputs = {n: keras.Input(tuple(t.shape[1:]), name=n) for n, t in zip(input_names(first), first.inputs)}
     outs = []
     for i, net in enumerate(networks):
         net.name = f"{name}_member{i}"
-        names = [str(t.name).split(":")[0] for t in net.inputs]
-        outs.append(net({n: inputs[n] for n in names}))
+        outs.append(net({n: inputs[n] for n in input_names(net)}))
     return keras.Model(inputs, layers.Average(name="members_mean")(outs), name=name)
 
 
