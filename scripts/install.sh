@@ -3,7 +3,8 @@
 #   system packages (ffmpeg), a virtualenv in .venv with the package and its dependencies.
 #   `--broker` adds Java and Maven for the local Kafka broker (`genre broker start`);
 #   `--test` adds those and what the test suite needs (fluidsynth, Prometheus,
-#   sonic-annotator's runtime libraries, the musicnn weights the probe tool reads).
+#   sonic-annotator's runtime libraries, the musicnn weights the probe tool reads, and
+#   Docker's engine, debootstrap and kcat for the compose stack test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +25,8 @@ if [ "$WITH_BROKER" = 1 ]; then PKGS+=(default-jre-headless maven); fi
 if [ "$WITH_TEST" = 1 ]; then
   PKGS+=(fluidsynth fluid-soundfont-gm prometheus flac
          libqt5core5a libqt5network5 libqt5xml5 libsndfile1 libsamplerate0 libsord-0-0 libserd-0-0
-         liblrdf0 liboggz2 libfishsound1 libmad0 libid3tag0 libopusfile0)
+         liblrdf0 liboggz2 libfishsound1 libmad0 libid3tag0 libopusfile0
+         docker.io debootstrap kcat)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -24,51 +24,9 @@ import yaml
 from shared import kafka_io
 from shared.settings import REPO_ROOT
 from tests.fixtures.audio import make_song, write_audio
-from tests.fixtures.prometheus import ALERT_RULES, has_data
+from tests.fixtures.prometheus import ALERT_RULES, dashboard_queries, grafana_to_promql, has_data
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-DASHBOARDS = sorted((REPO_ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
-
-# Grafana's built-in variables, as concrete values (a 1 s scrape interval gives every
-# window plenty of samples).
-GRAFANA_VARS = {
-    "__rate_interval": "1m",
-    "__interval": "15s",
-    "__interval_ms": "15000",
-    "__range": "1h",
-    "__range_s": "3600",
-    "__range_ms": "3600000",
-}
-_VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
-
-
-def grafana_to_promql(expr: str) -> str:
-    """Replace Grafana variables: built-ins by concrete values, dashboard variables by `.*`."""
-    def sub(m: re.Match) -> str:
-        name = m.group(1) or m.group(2) or m.group(3)
-        return GRAFANA_VARS.get(name, ".*")
-
-    return _VAR.sub(sub, expr)
-
-
-def _walk_panels(panels: list[dict]):
-    for p in panels:
-        yield p
-        yield from _walk_panels(p.get("panels") or [])
-
-
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(where, PromQL) for every target of every panel of every dashboard."""
-    out = []
-    for path in DASHBOARDS:
-        board = json.loads(path.read_text())
-        for panel in _walk_panels(board.get("panels", [])):
-            for t in panel.get("targets") or []:
-                if t.get("expr"):
-                    out.append((f"{path.name}: {panel['title']} [{t.get('refId')}]", grafana_to_promql(t["expr"])))
-    return out
-
 
 _COMPARISON = re.compile(r"(==|!=|>=|<=|>|<)(\s*bool\b)?")
 
