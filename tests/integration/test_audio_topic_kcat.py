@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,28 +20,10 @@ from shared.content_id import song_id_for_file
 from shared.schemas import Chunk, DeadLetter, decode
 from shared.settings import Settings
 from tests.fixtures.audio import make_song, write_audio
+from tests.fixtures.kcat import kcat_produce
 from tests.fixtures.services import ServiceProcess, settings_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-KCAT_MAX_BYTES = 20_000_000
-"""-X message.max.bytes for kcat: librdkafka refuses records over 1,000,000 bytes itself
-by default; the broker's topic limit is what we test."""
-
-
-def kcat_produce(settings: Settings, path: Path, *, key: str | None = "client-1",
-                 headers: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """`kcat -P` sending the whole file as one record (a file argument without -l)."""
-    kcat = shutil.which("kcat")
-    if not kcat:
-        pytest.fail("this test needs kcat (apt-get install kcat)", pytrace=False)
-    cmd = [kcat, "-P", "-b", settings.bootstrap_servers, "-t", settings.topic_audio,
-           "-X", f"message.max.bytes={KCAT_MAX_BYTES}"]
-    if key is not None:
-        cmd += ["-k", key]
-    for h in headers:
-        cmd += ["-H", h]
-    return subprocess.run([*cmd, str(path)], capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
