@@ -5,8 +5,11 @@ the consumed records has been acknowledged by the broker (acks=all, idempotent
 producer). A crash anywhere before the commit replays those records; downstream stages
 are idempotent per song id, so a replay never yields a second, different verdict.
 
-A record that does not decode goes to the dead-letter topic with the reason and is
-committed; it never stops the consumer.
+A service may consume several topics in its one group, each with its own record decoder
+(`StreamService(..., extra_inputs={topic: decoder})`: the chunker reads the songs topic's
+msgpack claim checks and the audio topic's raw files, whose decoder reads the value,
+headers and key). A record that does not decode goes to the dead-letter topic with the
+reason and is committed; it never stops the consumer.
 
 Broker loss. kafka-python reconnects by itself, quietly, so two things watch for it:
 `ConnectionWatch` sees kafka-python's own connection failures (refused or dropped
