@@ -1,4 +1,5 @@
-"""The shared song store behind the claim checks on the ingest topic.
+"""The shared song store behind the claim checks on the songs topic (and where the
+chunker keeps the songs that arrive as raw audio on the audio topic).
 
 Files are stored under their SHA-256 (`<root>/<2 hex>/<64 hex>`), so a key from a message
 is validated as a digest and can never name a path outside the store.
@@ -10,6 +11,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from shared.schemas import BLOB_KEY_RE
 
@@ -37,13 +39,27 @@ class BlobStore:
 
     def put_file(self, src: str | Path) -> tuple[str, int]:
         """Copy a file in (atomically, hashing as it goes); returns (key, size)."""
+
+        def blocks() -> Iterator[bytes]:
+            with open(src, "rb") as fh:
+                yield from iter(lambda: fh.read(COPY_BLOCK), b"")
+
+        return self._put(blocks())
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Store a song held in memory (atomically, as put_file does); returns (key, size)."""
+        return self._put(iter((data,)))
+
+    def _put(self, blocks: Iterator[bytes]) -> tuple[str, int]:
+        """Write `blocks` to a temporary file inside the store while hashing them, then
+        rename it to its digest (an existing blob with that digest is kept)."""
         self.root.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()
         size = 0
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
         try:
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as fh:
-                for block in iter(lambda: fh.read(COPY_BLOCK), b""):
+            with os.fdopen(fd, "wb") as out:
+                for block in blocks:
                     h.update(block)
                     out.write(block)
                     size += len(block)

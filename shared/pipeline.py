@@ -4,13 +4,13 @@ The same stage functions the services run, called in a loop; no broker."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
 
 from shared.audio import DecodeError, chunk_song
+from shared.content_id import song_id_for_file
 from shared.features import Extractor, extract_chunk
 from shared.featurespec import ChunkFeatures
 from shared.model import ModelArtifact
@@ -18,19 +18,7 @@ from shared.schemas import Verdict
 from shared.settings import Settings
 from shared.verdicts import error_verdict, ok_verdict
 
-HASH_BLOCK = 1 << 20
-
-
-def song_id_for_file(path: str | Path) -> str:
-    """A stable id from the file's content (first 16 hex digits of its SHA-256)."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(HASH_BLOCK), b""):
-                h.update(block)
-    except OSError:
-        h.update(str(path).encode("utf-8", "surrogateescape"))
-    return h.hexdigest()[:16]
+__all__ = ["classify_file", "song_id_for_file"]
 
 
 def classify_file(

@@ -5,8 +5,11 @@ the consumed records has been acknowledged by the broker (acks=all, idempotent
 producer). A crash anywhere before the commit replays those records; downstream stages
 are idempotent per song id, so a replay never yields a second, different verdict.
 
-A record that does not decode goes to the dead-letter topic with the reason and is
-committed; it never stops the consumer.
+A service may consume several topics in its one group, each with its own record decoder
+(`StreamService(..., extra_inputs={topic: decoder})`: the chunker reads the songs topic's
+msgpack claim checks and the audio topic's raw files, whose decoder reads the value,
+headers and key). A record that does not decode goes to the dead-letter topic with the
+reason and is committed; it never stops the consumer.
 
 Broker loss. kafka-python reconnects by itself, quietly, so two things watch for it:
 `ConnectionWatch` sees kafka-python's own connection failures (refused or dropped
@@ -39,7 +42,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterable, Iterator, Protocol, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Protocol, TypeVar
 
 from kafka.errors import CommitFailedError, KafkaError
 
@@ -68,7 +71,8 @@ CLIENT_RECONNECT_BACKOFF_MAX_MS = 2000
 service idle for up to 30 s after the broker came back."""
 CLOSE_TIMEOUT_S = 5.0
 
-In = TypeVar("In", bound=Message)
+In = TypeVar("In")
+"""What a service's handler takes: a decoded Message, or a decoder's own type."""
 
 
 @dataclass(frozen=True)
@@ -276,8 +280,28 @@ class KafkaLink:
             kafka_logger.removeHandler(watch)
 
 
+RecordDecoder = Callable[[Any], In]
+"""Turns a consumed record (kafka-python's ConsumerRecord: value, key, headers, ...) into
+the handler's input; raises SchemaError with the reason for a record it cannot take
+(the record then becomes a dead letter)."""
+
+
+def message_decoder(in_type: type[In]) -> RecordDecoder[In]:
+    """The decoder of a topic that carries our msgpack messages of type `in_type`."""
+
+    def decode_record(rec: Any) -> In:
+        return decode(rec.value, in_type)  # type: ignore[type-var, return-value]
+
+    return decode_record
+
+
 class StreamService(Generic[In]):
-    """Consumes `in_topic` records of type `in_type`, maps each through `handle`."""
+    """Consumes `in_topic` records of type `in_type`, maps each through `handle`.
+
+    `extra_inputs` adds topics read by the same consumer group, each with its own record
+    decoder (the chunker reads the songs topic's claim checks and the audio topic's raw
+    files); `handle` gets whatever the record's decoder returned. A record whose topic is
+    not among the inputs is decoded as `in_type`."""
 
     def __init__(
         self,
@@ -288,6 +312,8 @@ class StreamService(Generic[In]):
         in_type: type[In],
         handle: Callable[[In], Iterable[Output]],
         *,
+        extra_inputs: Mapping[str, RecordDecoder[In]] | None = None,
+        consumer_overrides: Mapping[str, Any] | None = None,
         max_poll_records: int = 10,
         max_poll_interval_ms: int = 300_000,
         metrics: ServiceMetrics | None = None,
@@ -299,11 +325,21 @@ class StreamService(Generic[In]):
         self.in_topic = in_topic
         self.in_type = in_type
         self.handle = handle
+        self._default_decoder: RecordDecoder[In] = message_decoder(in_type)
+        self.decoders: dict[str, RecordDecoder[In]] = {in_topic: self._default_decoder, **(extra_inputs or {})}
+        """topic -> record decoder, for every topic the service consumes."""
+        self.consumer_overrides = dict(consumer_overrides or {})
+        """Extra kafka-python consumer options (e.g. a larger max_partition_fetch_bytes)."""
         self.max_poll_records = max_poll_records
         self.max_poll_interval_ms = max_poll_interval_ms
         self.metrics = metrics or ServiceMetrics(name)
         self.stop = stop or StopFlag()
         self.link = KafkaLink(name, settings, self.metrics, self.stop)
+
+    @property
+    def topics(self) -> list[str]:
+        """Every topic the service consumes, `in_topic` first."""
+        return list(self.decoders)
 
     # -- lifecycle --------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -313,9 +349,9 @@ class StreamService(Generic[In]):
     def _run_session(self) -> None:
         boot = self.link.client_overrides()
         consumer = kafka_io.make_consumer(
-            self.settings, self.group_id, [self.in_topic],
+            self.settings, self.group_id, self.topics,
             max_poll_records=self.max_poll_records, max_poll_interval_ms=self.max_poll_interval_ms,
-            **session_overrides(self.settings), **boot,
+            **session_overrides(self.settings), **self.consumer_overrides, **boot,
         )
         try:
             producer = kafka_io.make_producer(
@@ -323,7 +359,7 @@ class StreamService(Generic[In]):
         except BaseException:
             close_quietly(consumer)
             raise
-        logger.info("%s consuming %s as group %s", self.name, self.in_topic, self.group_id)
+        logger.info("%s consuming %s as group %s", self.name, ", ".join(self.topics), self.group_id)
         healthy_at = 0.0
         try:
             with self.link.watching():
@@ -411,7 +447,7 @@ class StreamService(Generic[In]):
 
     def _outputs_for(self, rec: object) -> Iterable[Output]:
         try:
-            msg = decode(rec.value, self.in_type)  # type: ignore[attr-defined]
+            msg = self.decoders.get(getattr(rec, "topic", None), self._default_decoder)(rec)  # type: ignore[arg-type]
         except SchemaError as exc:
             yield self._dead_letter(rec, str(exc))
             return

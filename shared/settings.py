@@ -40,6 +40,9 @@ class Settings:
 
     # --- Topics and groups ------------------------------------------------------------
     topic_songs: str = field(default="genre.songs", metadata={"env": "GENRE_TOPIC_SONGS"})
+    topic_audio: str = field(default="genre.audio", metadata={"env": "GENRE_TOPIC_AUDIO"})
+    """Raw-audio ingest: a record's value is a whole audio file (any Kafka client can
+    send one, `shared/audio_ingest.py`); the chunker reads it beside the songs topic."""
     topic_chunks: str = field(default="genre.chunks", metadata={"env": "GENRE_TOPIC_CHUNKS"})
     topic_features: str = field(default="genre.features", metadata={"env": "GENRE_TOPIC_FEATURES"})
     topic_predictions: str = field(default="genre.predictions", metadata={"env": "GENRE_TOPIC_PREDICTIONS"})
@@ -73,6 +76,10 @@ class Settings:
     decode_timeout_s: float = field(default=600.0, metadata={"env": "GENRE_DECODE_TIMEOUT_S"})
     max_decoded_seconds: float = field(default=4 * 3600.0, metadata={"env": "GENRE_MAX_DECODED_SECONDS"})
     """Songs are cut off (with an error verdict) beyond this decoded length."""
+    audio_record_max_bytes: int = field(default=16 * 1024 * 1024, metadata={"env": "GENRE_AUDIO_MAX_BYTES"})
+    """Largest audio file accepted as one record on the raw-audio topic (the topic's
+    max.message.bytes is this plus 64 KiB of record overhead; the chunker fetches that
+    much). A larger value is a dead letter; larger files go by claim check (`genre produce`)."""
 
     # --- Service behaviour ------------------------------------------------------------
     metrics_port: int = field(default=0, metadata={"env": "GENRE_METRICS_PORT"})

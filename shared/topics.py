@@ -7,11 +7,18 @@ the partitions, retention and size limits below, never with broker defaults.
 Sizes: only the chunk and feature topics carry large values (a 30 s chunk at 22,050 Hz
 is a median 1.4 MB in schema v2, 2.65 MB as v1 float32; features ~0.85 MB), so only they
 accept up to ``MAX_MESSAGE_BYTES`` (3 MiB: v1 chunks still arrive during an upgrade) +
-64 KiB of record overhead. Whole songs never travel through Kafka: `genre produce` stores the
-file in the shared blob store and sends a small reference (claim check), so the songs
-topic keeps Kafka's 1 MiB limit.
+64 KiB of record overhead. `genre produce` never sends a whole song: it stores the file in
+the shared blob store and sends a small reference (claim check), so the songs topic keeps
+Kafka's 1 MiB limit, whatever the song's size.
 
-Keys: everything about one song is keyed by its song id, so its chunks stay ordered in
+Raw audio: ``audio`` (genre.audio) lets any Kafka client submit a song as one record whose
+value is the audio file itself (`shared/audio_ingest.py`: header ``filename`` required,
+``song-id`` optional, key the client's id). It accepts ``GENRE_AUDIO_MAX_BYTES`` (16 MiB)
++ 64 KiB of record overhead; the broker refuses a larger record to its producer
+(MESSAGE_TOO_LARGE), and a value over the setting that still fits is a dead letter.
+Larger songs go by claim check. The chunker reads ``audio`` and ``songs`` in one group.
+
+Keys: everything about one song (from the songs topic on) is keyed by its song id, so its chunks stay ordered in
 one partition, and ``verdicts`` is compacted: the latest verdict per song id survives.
 """
 
@@ -26,6 +33,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from shared import kafka_io
+from shared.audio_ingest import audio_topic_max_bytes
 from shared.kafka_io import MAX_RECORD_BYTES
 from shared.settings import Settings
 
@@ -60,6 +68,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(settings.topic_songs, p, rf, work(DEFAULT_MAX_MESSAGE_BYTES),
                   "song references (claim check to the blob store), key song id"),
+        TopicSpec(settings.topic_audio, p, rf, work(audio_topic_max_bytes(settings)),
+                  "raw audio files from any client (header filename, optional song-id), key client id"),
         TopicSpec(settings.topic_chunks, p, rf, work(MAX_RECORD_BYTES),
                   "30 s decoded audio chunks, key song id"),
         TopicSpec(settings.topic_features, p, rf, work(MAX_RECORD_BYTES),

@@ -1,4 +1,9 @@
-"""python -m services.chunker: decode each ingested song and publish its chunks."""
+"""python -m services.chunker: decode each ingested song and publish its chunks.
+
+Songs come in two ways, read by one consumer group: claim checks on the songs topic
+(`genre produce`), and raw audio files on the audio topic from any Kafka client
+(`shared/audio_ingest.py`), which are first put in the blob store and then chunked by
+the same `song_chunks` as a claim-checked song."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Iterator
 
 from kafka.errors import KafkaError
 
-from shared import kafka_io
+from shared import audio_ingest, kafka_io
 from shared.audio import DecodeError, chunk_song
 from shared.blobstore import BlobNotFound, BlobStore
 from shared.featurespec import DEFAULT_SPEC, FeatureSpec
@@ -58,14 +63,37 @@ def song_chunks(ref: SongRef, settings: Settings, store: BlobStore, spec: Featur
                         produced_at=ref.produced_at, chunked_at=now()))
 
 
-def build(settings: Settings, metrics: ServiceMetrics, stop: StopFlag) -> StreamService[SongRef]:
+def ingest_chunks(msg: SongRef | audio_ingest.AudioSubmission, settings: Settings, store: BlobStore,
+                  spec: FeatureSpec, metrics: ServiceMetrics) -> Iterator[Output]:
+    """The chunks of a song from either topic: a raw-audio submission is stored by its
+    content hash first and becomes the claim check `genre produce` would have sent (a
+    failure to store it raises: the loop dead-letters the record with the reason)."""
+    if isinstance(msg, audio_ingest.AudioSubmission):
+        ref = audio_ingest.stored_song_ref(msg, store)
+        logger.info("song %s (%r, %d bytes of raw audio) from client %r", ref.song_id, ref.filename,
+                    ref.size, msg.client)
+    else:
+        ref = msg
+    yield from song_chunks(ref, settings, store, spec, metrics)
+
+
+def build(settings: Settings, metrics: ServiceMetrics,
+          stop: StopFlag) -> StreamService[SongRef | audio_ingest.AudioSubmission]:
     if settings.chunk_schema not in CHUNK_READ_VERSIONS:
         raise StartupError(f"GENRE_CHUNK_SCHEMA={settings.chunk_schema}: not a chunk schema version "
                            f"(one of {sorted(CHUNK_READ_VERSIONS)}; 1 is exact float32, 2 compact FLAC)")
     store = BlobStore(settings.blob_dir)
+    max_audio = settings.audio_record_max_bytes
+
+    def decode_audio(rec: object) -> audio_ingest.AudioSubmission:
+        return audio_ingest.audio_from_record(rec, max_audio)
+
     return StreamService(
-        SERVICE, settings, settings.group_chunker, settings.topic_songs, SongRef,
-        lambda ref: song_chunks(ref, settings, store, DEFAULT_SPEC, metrics),
+        SERVICE, settings, settings.group_chunker, settings.topic_songs, SongRef,  # type: ignore[arg-type]
+        lambda msg: ingest_chunks(msg, settings, store, DEFAULT_SPEC, metrics),
+        extra_inputs={settings.topic_audio: decode_audio},
+        # a whole audio record (16 MiB + overhead) must fit one partition's fetch
+        consumer_overrides={"max_partition_fetch_bytes": audio_ingest.audio_topic_max_bytes(settings)},
         max_poll_records=1, max_poll_interval_ms=900_000, metrics=metrics, stop=stop,
     )
 

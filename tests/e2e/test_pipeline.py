@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from shared.settings import REPO_ROOT
+from shared.content_id import song_id_for_file
 from tests.fixtures.audio import make_song, write_audio
+from tests.fixtures.kcat import kcat_produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -112,3 +114,33 @@ def test_extractor_killed_mid_run_loses_no_song(pipeline, tmp_path):
         v = verdicts[ids[str(path)]]
         assert v["status"] == "ok" and v["genre"] == ("clicks", "drone")[i % 2], v
     assert extractor.starts == 3
+
+
+def test_a_song_sent_by_kcat_gets_the_verdict_genre_classify_gives_under_its_content_hash(pipeline, tmp_path):
+    """The README's "Submit a song from any Kafka client": kcat sends the file to the audio
+    topic; the verdict, keyed by the first 16 hex digits of its sha256sum, equals
+    `genre classify`'s for the same file; bytes that are not audio get an error verdict."""
+    mp3 = write_audio(tmp_path / "kcat" / "song.mp3", make_song("drone", 65, 21), codec_args=("-b:a", "320k"))
+    notes = tmp_path / "kcat" / "notes.mp3"
+    notes.write_bytes(b"not audio at all\n" * 100)
+    pipeline.start()
+    for path in (mp3, notes):
+        res = kcat_produce(pipeline.settings, path, headers=(f"filename={path.name}",))
+        assert res.returncode == 0, res.stderr
+    ids = {"song.mp3": song_id_for_file(mp3), "notes.mp3": song_id_for_file(notes)}
+    verdicts = assert_one_verdict_each(pipeline.verdicts(2), ids)
+    song, bad = verdicts[ids["song.mp3"]], verdicts[ids["notes.mp3"]]
+    assert (song["status"], song["filename"], song["genre"], song["chunk_count"]) == ("ok", "song.mp3", "drone", 2)
+    assert (bad["status"], bad["filename"]) == ("error", "notes.mp3")
+    assert bad["error"].startswith("not a readable audio file"), bad
+
+    res = pipeline.genre("results", "--json", "--song", ids["song.mp3"])
+    assert [json.loads(line)["genre"] for line in res.stdout.splitlines()] == ["drone"]
+    emb = subprocess.run([sys.executable, "-m", "shared.cli", "classify", "--json", "--model",
+                          pipeline.env["GENRE_MODEL_PATH"], str(mp3)],
+                         cwd=REPO_ROOT, env=pipeline.env, capture_output=True, text=True, timeout=300)
+    assert emb.returncode == 0, emb.stderr
+    e = json.loads(emb.stdout)
+    assert (e["song_id"], e["genre"], e["votes"], e["chunk_count"]) == (
+        song["song_id"], song["genre"], song["votes"], song["chunk_count"])
+    assert e["probabilities"] == pytest.approx(song["probabilities"], abs=1e-4)

@@ -42,7 +42,7 @@ def sasl_settings(sb, label: str, user: str = "genre-svc", password: str | None 
     """SASL_SSL settings for `user` with topics/groups of their own (named after `label`)."""
     names = unique_settings(sb.bootstrap, label)
     keep = {k: getattr(names, k) for k in (
-        "topic_songs", "topic_chunks", "topic_features", "topic_predictions", "topic_verdicts",
+        "topic_songs", "topic_audio", "topic_chunks", "topic_features", "topic_predictions", "topic_verdicts",
         "topic_deadletter", "group_chunker", "group_extractor", "group_classifier", "partitions")}
     keep.update(overrides)
     return sb.settings(user, password, mechanism=mechanism, **keep)

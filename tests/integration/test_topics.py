@@ -32,8 +32,10 @@ def fresh_settings(kafka_bootstrap: str, request: pytest.FixtureRequest):  # noq
 def test_specs_cover_every_topic() -> None:
     s = Settings()
     specs = {t.name: t for t in TOPIC_SPECS(s)}
-    assert set(specs) == {s.topic_songs, s.topic_chunks, s.topic_features, s.topic_predictions,
+    assert set(specs) == {s.topic_songs, s.topic_audio, s.topic_chunks, s.topic_features, s.topic_predictions,
                           s.topic_verdicts, s.topic_deadletter}
+    assert s.topic_audio == "genre.audio"
+    assert int(specs[s.topic_audio].configs["max.message.bytes"]) == 16 * 1024 * 1024 + 64 * 1024
     assert all(t.partitions == s.partitions and t.replication_factor == s.replication_factor for t in specs.values())
     assert int(specs[s.topic_chunks].configs["max.message.bytes"]) == MAX_MESSAGE_BYTES + 64 * 1024
     assert specs[s.topic_verdicts].configs["cleanup.policy"] == "compact"
@@ -55,9 +57,10 @@ def test_create_twice_is_idempotent_with_configs(fresh_settings: Settings) -> No
     big = str(MAX_MESSAGE_BYTES + 64 * 1024)
     assert cfg[s.topic_chunks]["max.message.bytes"] == big
     assert cfg[s.topic_features]["max.message.bytes"] == big
+    assert cfg[s.topic_audio]["max.message.bytes"] == str(s.audio_record_max_bytes + 64 * 1024)
     for small in (s.topic_songs, s.topic_predictions, s.topic_verdicts, s.topic_deadletter):
         assert cfg[small]["max.message.bytes"] == str(1024 * 1024)
-    for work in (s.topic_songs, s.topic_chunks, s.topic_features, s.topic_predictions):
+    for work in (s.topic_songs, s.topic_audio, s.topic_chunks, s.topic_features, s.topic_predictions):
         assert cfg[work]["retention.ms"] == str(7 * DAY_MS)
         assert cfg[work]["cleanup.policy"] == "delete"
     assert cfg[s.topic_verdicts]["cleanup.policy"] == "compact"
@@ -118,7 +121,7 @@ def test_cli_topics_create_and_list(fresh_settings: Settings) -> None:
     env.update({
         "GENRE_KAFKA_BOOTSTRAP": s.bootstrap_servers,
         "GENRE_TOPIC_PARTITIONS": "2",
-        "GENRE_TOPIC_SONGS": s.topic_songs, "GENRE_TOPIC_CHUNKS": s.topic_chunks,
+        "GENRE_TOPIC_SONGS": s.topic_songs, "GENRE_TOPIC_AUDIO": s.topic_audio, "GENRE_TOPIC_CHUNKS": s.topic_chunks,
         "GENRE_TOPIC_FEATURES": s.topic_features, "GENRE_TOPIC_PREDICTIONS": s.topic_predictions,
         "GENRE_TOPIC_VERDICTS": s.topic_verdicts, "GENRE_TOPIC_DEADLETTER": s.topic_deadletter,
     })

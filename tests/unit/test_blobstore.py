@@ -90,3 +90,47 @@ def test_errors_say_what_is_wrong(tmp_path):
         store.path_for("../x")
     with pytest.raises(BlobNotFound, match=f"song {DIGEST[:12]}… is not in the shared store"):
         store.open_path(DIGEST)
+
+
+def test_put_bytes_stores_like_put_file_atomically_inside_the_store(tmp_path, monkeypatch):
+    """A song held in memory (a raw-audio record) lands under the same key a file of the
+    same bytes gets, through a temporary file in the store; storing it again is a no-op."""
+    import hashlib
+    import tempfile
+
+    dirs = []
+    real_mkstemp = tempfile.mkstemp
+
+    def spy(*args, **kw):
+        dirs.append(kw.get("dir"))
+        return real_mkstemp(*args, **kw)
+
+    monkeypatch.setattr(blobstore.tempfile, "mkstemp", spy)
+    data = bytes(range(256)) * 4097
+    root = tmp_path / "new" / "store"
+    store = BlobStore(root)
+    key, size = store.put_bytes(data)
+    assert (key, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert dirs == [root]
+    assert store.open_path(key).read_bytes() == data
+    src = tmp_path / "same.mp3"
+    src.write_bytes(data)
+    assert store.put_file(src) == store.put_bytes(data) == (key, size)
+    assert sorted(p.name for p in root.iterdir()) == [key[:2]] and [p.name for p in (root / key[:2]).iterdir()] == [key]
+
+
+def test_put_bytes_of_nothing_is_the_empty_digest(tmp_path):
+    key, size = BlobStore(tmp_path).put_bytes(b"")
+    assert (key, size) == ("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", 0)
+
+
+def test_a_failed_put_bytes_leaves_no_temporary_file(tmp_path, monkeypatch):
+    store = BlobStore(tmp_path / "store")
+
+    def refuse(key):
+        raise ValueError("no room")
+
+    monkeypatch.setattr(store, "path_for", refuse)
+    with pytest.raises(ValueError, match="no room"):
+        store.put_bytes(b"abc")
+    assert list((tmp_path / "store").iterdir()) == []

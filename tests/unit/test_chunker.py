@@ -10,7 +10,7 @@ from services.chunker.__main__ import build, song_chunks
 from shared.blobstore import BlobStore
 from shared.featurespec import DEFAULT_SPEC
 from shared.metrics import ServiceMetrics
-from shared.schemas import Chunk, SongRef, decode
+from shared.schemas import Chunk, SchemaError, SongRef, decode
 from shared.service import StartupError, StopFlag
 from shared.settings import Settings
 from tests.fixtures.audio import make_song, write_audio
@@ -40,3 +40,59 @@ def test_an_unknown_chunk_schema_stops_the_chunker_at_startup(tmp_path):
     settings = Settings.from_env({}, chunk_schema=3, blob_dir=str(tmp_path / "blobs"))
     with pytest.raises(StartupError, match="GENRE_CHUNK_SCHEMA=3"):
         build(settings, ServiceMetrics("chunker"), StopFlag())
+
+
+# --- raw audio from the audio topic -----------------------------------------------------------
+
+from dataclasses import dataclass, field  # noqa: E402
+
+from services.chunker.__main__ import ingest_chunks  # noqa: E402
+from shared.audio_ingest import audio_from_record, audio_topic_max_bytes  # noqa: E402
+from shared.content_id import song_id_for_file  # noqa: E402
+
+
+@dataclass
+class AudioRec:
+    value: bytes
+    headers: list = field(default_factory=list)
+    key: bytes = b"client-1"
+    timestamp: int = 1_700_000_000_000
+    topic: str = "genre.audio"
+
+
+def test_a_raw_audio_record_is_stored_and_chunked_like_a_claim_checked_song(tmp_path):
+    path = write_audio(tmp_path / "s.wav", make_song("drone", 45, 3))
+    store = BlobStore(tmp_path / "blobs")
+    settings = Settings.from_env({}, blob_dir=str(tmp_path / "blobs"))
+    sub = audio_from_record(AudioRec(path.read_bytes(), [("filename", b"/home/me/s.wav")]), 1 << 24)
+    outs = list(ingest_chunks(sub, settings, store, DEFAULT_SPEC, ServiceMetrics("chunker")))
+    key, size = store.put_file(path)  # already there: the same key
+    claim = SongRef(song_id=song_id_for_file(path), filename="s.wav", blob=key, size=size, produced_at=1.7e9)
+    expected = list(song_chunks(claim, settings, store, DEFAULT_SPEC, ServiceMetrics("chunker")))
+    assert [o.key for o in outs] == [song_id_for_file(path)] * 2
+    for a, b in zip(outs, expected, strict=True):
+        assert (a.topic, a.key, a.message.index, a.message.last, a.message.filename, a.message.produced_at) == \
+            (b.topic, b.key, b.message.index, b.message.last, "s.wav", 1.7e9)
+        assert np.array_equal(a.message.pcm, b.message.pcm)
+
+
+def test_bytes_that_are_not_audio_end_as_an_error_chunk_with_ffmpegs_reason(tmp_path):
+    store = BlobStore(tmp_path / "blobs")
+    settings = Settings.from_env({}, blob_dir=str(tmp_path / "blobs"))
+    sub = audio_from_record(AudioRec(b"this is not audio\n" * 100, [("filename", b"notes.mp3")]), 1 << 24)
+    outs = list(ingest_chunks(sub, settings, store, DEFAULT_SPEC, ServiceMetrics("chunker")))
+    assert len(outs) == 1
+    chunk = outs[0].message
+    assert (outs[0].key, chunk.song_id, chunk.index, chunk.last, chunk.n_samples) == (sub.song_id, sub.song_id, 0, True, 0)
+    assert chunk.error and "blobs" not in chunk.error, chunk.error
+
+
+def test_the_chunker_reads_the_audio_topic_with_fetches_that_fit_a_whole_record(tmp_path):
+    settings = Settings.from_env({}, blob_dir=str(tmp_path / "blobs"), audio_record_max_bytes=1000)
+    svc = build(settings, ServiceMetrics("chunker"), StopFlag())
+    assert svc.topics == [settings.topic_songs, settings.topic_audio]
+    assert svc.consumer_overrides == {"max_partition_fetch_bytes": audio_topic_max_bytes(settings)}
+    decoded = svc.decoders[settings.topic_audio](AudioRec(b"x" * 1000, [("filename", b"a.mp3")]))
+    assert decoded.filename == "a.mp3" and decoded.audio == b"x" * 1000
+    with pytest.raises(SchemaError, match="exceeds the limit of 1000 bytes"):
+        svc.decoders[settings.topic_audio](AudioRec(b"x" * 1001, [("filename", b"a.mp3")]))

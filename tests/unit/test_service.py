@@ -860,3 +860,121 @@ def test_run_service_exits_2_when_it_cannot_start_and_0_when_stopped_while_start
 
     assert service_mod.run_service("classifier", stopped) == 0
     assert "run" not in proc.calls
+
+
+# --- several input topics, each with its own record decoder -------------------------------------
+
+from shared.schemas import SchemaError  # noqa: E402
+from shared.service import message_decoder  # noqa: E402
+
+AUDIO_TP = TopicPartition("genre.audio", 1)
+
+
+@dataclass
+class RawRec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    headers: list
+
+
+def raw_decoder(rec):
+    """A decoder that reads the whole record, as a raw-audio decoder does."""
+    names = [v.decode() for k, v in rec.headers if k == "filename"]
+    if not names:
+        raise SchemaError("missing header 'filename'")
+    return SongRef(song_id=rec.key.decode(), filename=names[0], blob=DIGEST, size=len(rec.value))
+
+
+def two_topic_service(handle, **kw):
+    return StreamService("chunker", Settings.from_env({}), "g", "genre.songs", SongRef, handle,
+                         extra_inputs={"genre.audio": raw_decoder}, metrics=ServiceMetrics("chunker"), **kw)
+
+
+def test_each_topic_is_decoded_by_its_own_decoder_and_both_go_to_the_one_handler():
+    seen = []
+
+    def handle(msg):
+        seen.append((msg.song_id, msg.filename, msg.size))
+        return verdict_for(msg)
+
+    svc = two_topic_service(handle)
+    assert svc.topics == ["genre.songs", "genre.audio"] and svc.in_topic == "genre.songs"
+    batch = {
+        TP: [Rec(TP.topic, 3, 40, b"k", song("ref"))],
+        AUDIO_TP: [RawRec(AUDIO_TP.topic, 1, 7, b"raw", b"\xff\xfbaudio", [("filename", b"x.mp3")]),
+                   RawRec(AUDIO_TP.topic, 1, 8, b"nameless", b"\xff\xfb", [])],
+    }
+    producer, consumer = FakeProducer(), FakeConsumer()
+    svc._process(batch, consumer, producer)
+    assert seen == [("ref", "f.mp3", 1), ("raw", "x.mp3", 7)]
+    dls = dead_letters(producer.sent, svc.settings)
+    assert [(d.topic, d.partition, d.offset, d.key, d.reason, d.payload_head) for d in dls] == [
+        ("genre.audio", 1, 8, "nameless", "missing header 'filename'", b"\xff\xfb")]
+    assert consumer.commits == [{TP: 41, AUDIO_TP: 9}]
+    assert svc.metrics.messages_in.labels("chunker", "genre.audio")._value.get() == 2
+    assert svc.metrics.deadletters.labels("chunker", "genre.audio")._value.get() == 1
+
+
+def test_a_msgpack_record_on_the_raw_topic_is_not_read_as_a_message():
+    """The decoder is chosen by the record's topic, not by what its value looks like."""
+    svc = two_topic_service(verdict_for)
+    producer, consumer = FakeProducer(), FakeConsumer()
+    svc._process({AUDIO_TP: [RawRec(AUDIO_TP.topic, 1, 0, b"k", song("a"), [])]}, consumer, producer)
+    assert [d.reason for d in dead_letters(producer.sent, svc.settings)] == ["missing header 'filename'"]
+
+
+def test_a_record_of_a_topic_without_a_decoder_is_decoded_as_the_in_type():
+    svc = two_topic_service(verdict_for)
+    sent, commits = run(svc, [song("x")])  # TP is genre.songs: the in_type
+    other = TopicPartition("genre.other", 0)
+    producer, consumer = FakeProducer(), FakeConsumer()
+    svc._process({other: [Rec(other.topic, 0, 3, b"k", song("y"))]}, consumer, producer)
+    assert [decode(v, Verdict).song_id for t, _k, v in sent + producer.sent if t == "genre.verdicts"] == ["x", "y"]
+
+
+def test_a_raising_handler_of_a_raw_record_is_dead_lettered_with_its_raw_head():
+    def handle(msg):
+        raise OSError(28, "No space left on device")
+
+    svc = two_topic_service(handle)
+    producer, consumer = FakeProducer(), FakeConsumer()
+    svc._process({AUDIO_TP: [RawRec(AUDIO_TP.topic, 1, 5, b"c", b"RIFF" * 100, [("filename", b"a.wav")])]},
+                 consumer, producer)
+    [dl] = dead_letters(producer.sent, svc.settings)
+    assert dl.reason == "OSError: [Errno 28] No space left on device" and dl.payload_head == (b"RIFF" * 100)[:256]
+    assert consumer.commits == [{AUDIO_TP: 6}]
+
+
+def test_message_decoder_decodes_the_value_and_refuses_what_does_not_decode():
+    dec = message_decoder(SongRef)
+    assert dec(Rec(TP.topic, 3, 0, b"k", song("a"))).song_id == "a"
+    with pytest.raises(SchemaError, match="msgpack"):
+        dec(Rec(TP.topic, 3, 0, b"k", b"\xc1"))
+
+
+def test_a_session_subscribes_to_every_input_with_the_consumer_overrides(monkeypatch, caplog):
+    clock = Clock()
+    monkeypatch.setattr(service_mod, "time", clock)
+    svc = two_topic_service(verdict_for, consumer_overrides={"max_partition_fetch_bytes": 17_000_000})
+    consumer = PollConsumer(clock, svc.stop, [{AUDIO_TP: [RawRec(AUDIO_TP.topic, 1, 0, b"c", b"x",
+                                                                  [("filename", b"a.mp3")])]}])
+    made = {}
+
+    def make_consumer(settings, group_id, topics, **kw):
+        made["consumer"] = (group_id, topics, kw)
+        return consumer
+
+    monkeypatch.setattr(kafka_io, "make_consumer", make_consumer)
+    monkeypatch.setattr(kafka_io, "make_producer", lambda settings, **kw: SessionProducer())
+    probes = []
+    monkeypatch.setattr(kafka_io, "consumer_lag", lambda c, *, timeout_ms, probe_topic: probes.append(probe_topic) or {})
+    with caplog.at_level(logging.INFO, logger="shared.service"):
+        svc._run_session()
+    group, topics, kw = made["consumer"]
+    assert group == "g" and topics == ["genre.songs", "genre.audio"]
+    assert kw["max_partition_fetch_bytes"] == 17_000_000 and kw["max_poll_records"] == 10
+    assert consumer.commits == [{AUDIO_TP: 1}] and probes == ["genre.songs"]
+    assert caplog.records[0].getMessage() == "chunker consuming genre.songs, genre.audio as group g"
