@@ -28,12 +28,15 @@ from typing import Iterator
 import pytest
 
 from shared.broker import free_port
-from shared.schemas import SchemaError, Verdict, decode
+from shared.content_id import song_id_for_file
+from shared.schemas import DeadLetter, M, SchemaError, Verdict, decode
 from shared.settings import REPO_ROOT, Settings
 from tests.fixtures.audio import SYNTH_GENRES, make_song, write_audio
+from tests.fixtures.kcat import kcat_produce
 from tests.fixtures.prometheus import dashboard_queries, has_data
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+# the first test also waits for the module fixture: every image built from nothing
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 PROJECT = "genre-e2e"
 GENRE_SERVICES = ("chunker", "extractor", "classifier")
@@ -113,28 +116,33 @@ class Stack:
     def verdict_records(self, want: set[str], timeout: float) -> dict[str, list[Verdict]]:
         """Every verdict record on the results topic (from the beginning) until each song
         of `want` has one; all records per song id, replays included."""
+        return self.records(SETTINGS.topic_verdicts, Verdict, want, timeout)
+
+    def records(self, topic: str, mtype: type[M], want: set[str], timeout: float) -> dict[str, list[M]]:
+        """Every `mtype` record on `topic` from the beginning, by record key, until each key
+        of `want` has one."""
         from kafka import KafkaConsumer
 
-        consumer = KafkaConsumer(SETTINGS.topic_verdicts, bootstrap_servers=f"127.0.0.1:{self.kafka_port}",
+        consumer = KafkaConsumer(topic, bootstrap_servers=f"127.0.0.1:{self.kafka_port}",
                                  auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
                                  consumer_timeout_ms=1000)
-        records: dict[str, list[Verdict]] = defaultdict(list)
+        records: dict[str, list[M]] = defaultdict(list)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
                 for msg in consumer:
                     try:
-                        v = decode(msg.value, Verdict)
+                        records[(msg.key or b"").decode("utf-8", "replace")].append(decode(msg.value, mtype))
                     except SchemaError:
                         continue
-                    records[v.song_id].append(v)
                 if want <= set(records):
                     return records
         finally:
             consumer.close()
         missing = sorted(want - set(records))
         logs = self.compose("logs", "--tail", "30", check=False).stdout.decode(errors="replace")
-        raise AssertionError(f"no verdict within {timeout:.0f} s for {len(missing)} songs: {missing[:5]}\n{logs[-6000:]}")
+        raise AssertionError(f"no {mtype.TYPE} on {topic} within {timeout:.0f} s for {len(missing)} keys: "
+                             f"{missing[:5]}\n{logs[-6000:]}")
 
     def prometheus(self, path: str, **params: str) -> dict:
         url = f"http://127.0.0.1:{self.prometheus_port}{path}"
@@ -188,6 +196,20 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         (cache / "stack-report.json").write_text(json.dumps(s.report, indent=1) + "\n")
 
 
+def assigned_partitions(assignment: object) -> set[tuple[str, int]]:
+    """(topic, partition) pairs of a consumer group member's assignment, as kafka-python's
+    describe_groups gives it (a dict, or the decoded ConsumerProtocolAssignment)."""
+    if assignment is None:
+        return set()
+    tps = assignment.get("assigned_partitions") if isinstance(assignment, dict) \
+        else getattr(assignment, "assigned_partitions", None)
+    pairs = set()
+    for tp in tps or ():
+        topic, parts = (tp["topic"], tp["partitions"]) if isinstance(tp, dict) else (tp.topic, tp.partitions)
+        pairs |= {(topic, p) for p in parts}
+    return pairs
+
+
 def test_images_are_built_and_lean(stack: Stack) -> None:
     images = stack.report["images"]
     for name, row in images.items():
@@ -221,6 +243,40 @@ def test_twenty_songs_equal_genre_classify(stack: Stack) -> None:
     stack.figure("agreement_with_genre_classify", f"{agree}/{len(ids)}")
 
 
+def test_kcat_submits_a_song_as_raw_audio(stack: Stack) -> None:
+    """A client we did not write sends the file itself to the audio topic from the host
+    (the EXTERNAL listener); its verdict comes back under the file's content hash. A record
+    without its filename header is a dead letter with the reason, bytes that are not
+    audio an error verdict."""
+    (name,) = write_songs(stack.songs, 1, first_seed=50)
+    path = stack.songs / name
+    client = Settings(bootstrap_servers=f"127.0.0.1:{stack.kafka_port}")
+    t0 = time.monotonic()
+    proc = kcat_produce(client, path, key="compose-e2e", headers=(f"filename={name}",))
+    assert proc.returncode == 0, proc.stderr
+    song_id = song_id_for_file(path)
+    v = stack.verdict_records({song_id}, timeout=300)[song_id][0]
+    stack.figure("kcat_song_verdict", f"{v.status} {v.genre} in {time.monotonic() - t0:.1f} s "
+                                      f"({path.stat().st_size} bytes, id {song_id})")
+    assert v.status == "ok" and v.filename == name, v
+    offline = json.loads(run([str(REPO_ROOT / ".venv" / "bin" / "genre"), "classify", "--json", str(path)],
+                             timeout=300).stdout.decode().splitlines()[0])
+    assert v.genre == offline["genre"], (v.genre, offline)
+
+    text = stack.songs / "notes.mp3"
+    text.write_text("these are liner notes, not audio\n" * 200)
+    assert kcat_produce(client, text, key="compose-e2e", headers=("filename=notes.mp3",)).returncode == 0
+    assert kcat_produce(client, path, key="compose-e2e-nameless").returncode == 0
+    text_id = song_id_for_file(text)
+    bad = stack.verdict_records({text_id}, timeout=120)[text_id][0]
+    (dead, *_) = stack.records(SETTINGS.topic_deadletter, DeadLetter, {"compose-e2e-nameless"},
+                               timeout=120)["compose-e2e-nameless"]
+    stack.figure("kcat_bad_records", f"text: {bad.status} ({bad.error[:60]}); no filename: dead letter "
+                                     f"({dead.reason[:60]})")
+    assert bad.status == "error" and "audio" in bad.error, bad
+    assert dead.topic == SETTINGS.topic_audio and "filename" in dead.reason, dead
+
+
 def test_three_extractors_share_partitions_and_are_scraped(stack: Stack) -> None:
     stack.compose("up", "-d", "--scale", "extractor=3", "--no-recreate")
     assert len(stack.containers("extractor")) == 3
@@ -230,10 +286,9 @@ def test_three_extractors_share_partitions_and_are_scraped(stack: Stack) -> None
     try:
         deadline = time.monotonic() + 180
         while True:
-            (desc,) = admin.describe_consumer_groups([SETTINGS.group_extractor])
-            owners = {m.member_id: {p for t in m.member_assignment.assignment for p in t[1]}
-                      for m in desc.members if m.member_assignment is not None}
-            if desc.state == "Stable" and len(owners) == 3 and all(owners.values()):
+            desc = admin.describe_groups([SETTINGS.group_extractor])[SETTINGS.group_extractor]
+            owners = {m["member_id"]: assigned_partitions(m.get("member_assignment")) for m in desc["members"]}
+            if desc["group_state"] == "Stable" and len(owners) == 3 and all(owners.values()):
                 break
             assert time.monotonic() < deadline, f"extractor group never had 3 members with partitions: {desc}"
             time.sleep(2)
