@@ -29,7 +29,6 @@ import ipaddress
 import json
 import os
 import random
-import re
 import sys
 import tempfile
 import time
@@ -41,7 +40,6 @@ sys.path.insert(0, str(ROOT))
 
 MAX_SONGS = 1000
 MAX_BUDGET_S = 3600.0
-READY = re.compile(r"consuming \S+ as group")
 
 
 def log(msg: str) -> None:
@@ -71,10 +69,12 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def ready(svc) -> bool:  # noqa: ANN001
+    from shared.service import READY_LOG
+
     if not svc.alive():
         return False
     text = svc.log_path.read_text(errors="replace").rsplit(f"===== start {svc.starts} =====", 1)[-1]
-    return bool(READY.search(text))
+    return bool(READY_LOG.search(text))
 
 
 def count_duplicates(settings, topic: str, kind) -> int:  # noqa: ANN001

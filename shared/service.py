@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import signal
 import threading
 import time
@@ -70,6 +71,9 @@ CLIENT_RECONNECT_BACKOFF_MAX_MS = 2000
 """kafka-python's own reconnect backoff tops out at 30 s by default, which would leave a
 service idle for up to 30 s after the broker came back."""
 CLOSE_TIMEOUT_S = 5.0
+READY_LOG = re.compile(r"\S+ consuming .+ as group \S+")
+"""The line a service logs once it consumes (imports, model and clients ready): what
+supervising tests and benches wait for in its log."""
 
 In = TypeVar("In")
 """What a service's handler takes: a decoded Message, or a decoder's own type."""

@@ -28,6 +28,7 @@ import pytest
 
 from shared import kafka_io
 from shared.schemas import Chunk, Features, decode
+from shared.service import READY_LOG
 from shared.topics import ensure_topics
 from tests.fixtures.audio import SYNTH_GENRES, make_song, write_audio
 from tests.fixtures.broker import delete_test_topics, unique_settings
@@ -41,7 +42,6 @@ PROMPT_S = 10.0
 FAST_SESSION_MS = "6000"
 """Kafka's minimum session timeout: a SIGKILLed member leaves the group sooner."""
 LOST = re.compile(r"lost the connection to Kafka|Kafka connection problem", re.I)
-READY = re.compile(r"consuming \S+ as group")
 
 
 def wait_ready(svc, timeout: float = 120.0) -> None:  # noqa: ANN001
@@ -49,7 +49,7 @@ def wait_ready(svc, timeout: float = 120.0) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while True:
         current = svc.log_path.read_text(errors="replace").rsplit(f"===== start {svc.starts} =====", 1)[-1]
-        if READY.search(current):
+        if READY_LOG.search(current):
             return
         if not svc.alive() or time.monotonic() > deadline:
             raise AssertionError(f"{svc.name} did not become ready:\n{svc.log_tail()}")

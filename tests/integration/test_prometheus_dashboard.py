@@ -12,7 +12,6 @@ evaluated without error.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import time
@@ -22,7 +21,6 @@ import pytest
 import yaml
 
 from shared import kafka_io
-from shared.settings import REPO_ROOT
 from tests.fixtures.audio import make_song, write_audio
 from tests.fixtures.prometheus import ALERT_RULES, dashboard_queries, grafana_to_promql, has_data
 
