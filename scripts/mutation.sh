@@ -29,6 +29,7 @@ declare -A SOURCE=(
   [vote]=shared/vote.py
   [schemas]=shared/schemas.py
   [blobstore]=shared/blobstore.py
+  [audio_ingest]=shared/audio_ingest.py
   [service]=shared/service.py
   [kafka_recv]=shared/kafka_recv.py
   [audio]=shared/audio.py
@@ -41,6 +42,7 @@ declare -A TESTS=(
   [vote]="tests/unit/test_vote.py"
   [schemas]="tests/unit/test_schemas.py"
   [blobstore]="tests/unit/test_blobstore.py"
+  [audio_ingest]="tests/unit/test_audio_ingest.py"
   [service]="tests/unit/test_service.py"
   [kafka_recv]="tests/unit/test_kafka_recv.py"
   [audio]="tests/unit/test_audio.py"
@@ -48,7 +50,7 @@ declare -A TESTS=(
   [worker]="tests/unit/test_classifier_worker.py"
   [batching]="tests/unit/test_classifier_batching.py"
 )
-ORDER=(song_tracker vote schemas blobstore service kafka_recv audio batching worker model)
+ORDER=(song_tracker vote schemas blobstore audio_ingest service kafka_recv audio batching worker model)
 
 modules=("$@")
 if [ "${1:-}" = "--changed" ]; then
