@@ -342,22 +342,3 @@ def test_a_v1_model_classifies_v2_features_ignoring_the_log_mel():
     # the log-mel's sign is the opposite of the mfcc's: a model reading it would flip the genre
     (v,) = verdicts(w.process([Item("p0", 0, v2_features("a", 0, True, 1.0, mel_sign=-1.0))]))
     assert (v.status, v.genre) == ("ok", "a")
-
-
-def test_a_real_v1_model_predicts_the_same_with_or_without_the_log_mel():
-    from shared.training import train_model
-    from tests.fixtures.models import fake_set
-
-    feats, labels, groups = fake_set()
-    model = train_model(feats, labels, groups, arch="tiny", epochs=1, seed=1, name="unit", batch_size=8)
-    w = InferenceWorker(WorkQueue(64), FakeHolder(model), SETTINGS, ServiceMetrics("classifier"))
-    logmel = np.ones(MEL_SPEC.feature_shapes()["logmel"], np.float32)
-    batch = []
-    for k, f in enumerate(feats[:4]):
-        v1 = Features(song_id=f"s{k}", filename="x.wav", index=0, last=True, spec_id=DEFAULT_SPEC.id, arrays=f.arrays())
-        v2 = replace(v1, song_id=f"m{k}", spec_id=MEL_SPEC.id, arrays={**f.arrays(), "logmel": logmel})
-        batch += [Item("p0", 2 * k, v1), Item("p0", 2 * k + 1, v2)]
-    ps = predictions(w.process(batch))
-    assert all(not p.error for p in ps) and len(ps) == 8
-    for a, b in zip(ps[::2], ps[1::2]):
-        assert a.probabilities == b.probabilities
