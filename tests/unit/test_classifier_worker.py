@@ -342,3 +342,86 @@ def test_a_v1_model_classifies_v2_features_ignoring_the_log_mel():
     # the log-mel's sign is the opposite of the mfcc's: a model reading it would flip the genre
     (v,) = verdicts(w.process([Item("p0", 0, v2_features("a", 0, True, 1.0, mel_sign=-1.0))]))
     assert (v.status, v.genre) == ("ok", "a")
+
+
+def test_predictions_and_verdicts_carry_every_field_of_their_chunks():
+    w = make_worker()
+    batch = [Item("p3", 7, features("a", 0, False, produced_at=1000.0)),
+             Item("p3", 8, features("a", 1, True, -1.0, produced_at=1000.0)),
+             Item("p3", 9, features("b", 0, False))]
+    done = w.process(batch)
+    assert [(o.topic, o.key) for o in done.outputs] == [("preds", "a"), ("preds", "a"), ("verdicts", "a"), ("preds", "b")]
+    p0, p1, pb = predictions(done)
+    assert p0 == Prediction(song_id="a", filename="a.wav", index=0, last=False, probabilities=[0.8999999761581421,
+                            0.10000002384185791], genres=["a", "b"], model_version="v1", error="", produced_at=1000.0)
+    assert (p1.index, p1.last, p1.probabilities) == (1, True, [0.20000000298023224, 0.800000011920929])
+    assert (pb.song_id, pb.filename, pb.index, pb.last, pb.produced_at) == ("b", "b.wav", 0, False, 0.0)
+    (v,) = verdicts(done)
+    assert (v.song_id, v.filename, v.status, v.chunk_count, v.model_version, v.produced_at, v.error) == (
+        "a", "a.wav", "ok", 2, "v1", 1000.0, "")
+    assert v.genre in ("a", "b") and set(v.probabilities) == {"a", "b"}
+    assert (done.offsets, done.generation, done.inflight_songs, done.chunks, done.marker) == ({"p3": 9}, 0, 1, 3, None)
+    assert w.results.get_nowait() is done and w.results.empty()
+    w.on_marker(Marker("revoke", frozenset({"p0"})))
+    assert w.process(items([("c", 0, True)], "p3", start=10)).generation == 1
+
+
+def test_predict_metrics_and_queue_wait_on_the_injected_clock():
+    metrics = ServiceMetrics("classifier")
+    w = InferenceWorker(WorkQueue(64), FakeHolder(FakeModel("v1")), SETTINGS, metrics, clock=lambda: 100.0)
+    batch = [Item("p0", 0, features("a", 0, True), arrived=99.75),
+             Item("p0", 1, features("b", 0, True), arrived=100.5),  # "arrived" after the batch started: 0
+             Item("p0", 2, None, arrived=99.5)]
+    w.process(batch)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"service": "classifier", **labels})
+
+    assert sample("genre_classifier_queue_wait_seconds_count") == 3.0
+    assert sample("genre_classifier_queue_wait_seconds_sum") == 0.75
+    assert (sample("genre_classifier_batch_size_count"), sample("genre_classifier_batch_size_sum")) == (1.0, 2.0)
+    assert sample("genre_processing_seconds_count", stage="predict") == 1.0
+    assert 0.0 <= sample("genre_processing_seconds_sum", stage="predict") < 5.0
+    assert sample("genre_verdicts_total", genre="a", status="ok") == 2.0
+    assert sample("genre_end_to_end_seconds_count") is None  # no produced_at: not observed
+
+
+class ShortModel(FakeModel):
+    """Returns one row fewer than it was given."""
+
+    def predict_arrays(self, inputs):  # noqa: ANN001
+        return super().predict_arrays(inputs)[1:]
+
+
+def test_a_predict_that_returns_the_wrong_number_of_rows_fails_its_group():
+    w = make_worker(ShortModel("v1"))
+    done = w.process(items([("a", 0, True), ("b", 0, True)]))
+    assert [p.error for p in predictions(done)] == ["prediction failed: predict returned 1 rows for 2 chunks"] * 2
+    assert all(p.probabilities == [] for p in predictions(done))
+
+
+def test_a_batch_finished_without_its_predict_gives_errors_not_empty_predictions():
+    w = make_worker()
+    done = w.finish(w.prepare(items([("a", 0, True)])))
+    (p,) = predictions(done)
+    (v,) = verdicts(done)
+    assert (p.error, p.probabilities, v.status, v.error) == ("prediction missing", [], "error", "prediction missing")
+
+
+class FlippedModel(FakeModel):
+    """The opposite of FakeModel: p(a) = 0.2 when the chunk's mfcc is positive."""
+
+    def predict_arrays(self, inputs):  # noqa: ANN001
+        return super().predict_arrays(inputs)[:, ::-1]
+
+
+def test_an_open_song_keeps_its_own_model_object_across_a_swap_until_it_ends():
+    w = make_worker()
+    w.process(items([("old", 0, False)]))
+    w.holder.swap(FlippedModel("v2"))
+    done = w.process(items([("new", 0, False)], start=1))  # old is open on v1, in no batch: v1 stays loaded
+    assert "v1" in w.holder.models and w.holder.released == []
+    done = w.process(items([("new", 1, True), ("old", 1, True)], start=2))
+    vs = {v.song_id: (v.model_version, v.genre) for v in verdicts(done)}
+    assert vs == {"old": ("v1", "a"), "new": ("v2", "b")}
+    assert w.holder.released == ["v1"]

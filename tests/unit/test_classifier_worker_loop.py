@@ -290,9 +290,11 @@ def test_a_failure_while_a_batch_is_predicted_does_not_wait_for_the_predict():
     events: list = []
     w = make(model, None, ScriptedQueue(events, [items([("a", 0, True)])], [broken]), **LOOP)
     w.start()
-    assert w.join(2.5)  # the worker ends at once; its predict thread is left to finish alone
-    assert model.active == 1
-    model.release.set()
+    try:
+        assert w.join(2.5)  # the worker ends at once; its predict thread is left to finish alone
+        assert model.active == 1
+    finally:
+        model.release.set()
     (failed,) = drain(w)
     assert isinstance(failed, Failed) and str(failed.error) == "readiness broke"
 
