@@ -425,3 +425,18 @@ def test_an_open_song_keeps_its_own_model_object_across_a_swap_until_it_ends():
     vs = {v.song_id: (v.model_version, v.genre) for v in verdicts(done)}
     assert vs == {"old": ("v1", "a"), "new": ("v2", "b")}
     assert w.holder.released == ["v1"]
+
+
+def test_a_batch_prepared_behind_another_takes_a_pinned_model_from_it_even_if_the_holder_let_it_go():
+    w = make_worker()
+    first = w.prepare(items([("a", 0, False)]))
+    w.holder.swap(FlippedModel("v2"))
+    w.holder.retain(set())  # the holder no longer has v1; the unfinished batch still holds it
+    assert w.holder.get("v1") is None
+    second = w.prepare(items([("a", 1, True)], start=1), previous=first)
+    assert second.versions == {0: "v1"} and second.models["v1"] is first.models["v1"]
+    for b in (first, second):
+        w.predict(b)
+    w.finish(first)
+    (v,) = verdicts(w.finish(second))
+    assert (v.song_id, v.model_version, v.genre, v.chunk_count) == ("a", "v1", "a", 2)

@@ -12,9 +12,10 @@ import logging
 import threading
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any, Callable
 
-import numpy as np
+import pytest
 
 from services.classifier.batching import Item, Marker, WorkQueue
 from services.classifier.worker import HOUSEKEEPING_S, Done, Failed, InferenceWorker
@@ -362,47 +363,53 @@ def test_a_failed_predict_is_logged_counted_and_named_in_each_of_its_chunks(capl
 
 # -- housekeeping -------------------------------------------------------------------------
 
-def test_housekeeping_runs_once_per_interval_of_the_injected_clock_or_when_forced():
-    clock = Clock(100.0)
-    w = make(clock=clock, classifier_stale_song_s=0.0)
-    w.process(items([("a", 0, False)]))
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """One fake clock for the worker (injected) and the song tracker's staleness (patched)."""
+    c = Clock(100.0)
+    monkeypatch.setattr("shared.song_tracker.time", SimpleNamespace(monotonic=c, time=time.time))
+    return c
+
+
+def test_housekeeping_runs_once_per_interval_of_the_injected_clock_or_when_forced(clock: Clock):
+    w = make(clock=clock, classifier_stale_song_s=0.25)
+    w.process(items([("a", 0, False)]))  # at 100.0
     drain(w)
     calls = len(w.holder.current_calls)
-    time.sleep(0.002)  # the tracker's clock: a is older than 0 s
     clock.t = 100.0 + HOUSEKEEPING_S / 2
-    assert w.housekeeping() is None and w.tracker.is_open("a")
+    assert w.housekeeping() is None and w.tracker.is_open("a")  # a is stale, but it is not time yet
     assert len(w.holder.current_calls) == calls  # not even the model was looked at
     clock.t = 100.0 + HOUSEKEEPING_S  # exactly one interval after the start
     done = w.housekeeping()
     assert [v.song_id for v in verdicts(done)] == ["a"] and len(w.holder.current_calls) == calls + 1
     w.process(items([("b", 0, False)], start=1))
     drain(w)
-    time.sleep(0.002)
     clock.t = 100.0 + 1.5 * HOUSEKEEPING_S  # half an interval after the last run
     assert w.housekeeping() is None and w.tracker.is_open("b")
     done = w.housekeeping(force=True)
     assert [v.song_id for v in verdicts(done)] == ["b"]
     w.process(items([("c", 0, False)], start=2))
     drain(w)
-    time.sleep(0.002)
     clock.t = 100.0 + 2.4 * HOUSEKEEPING_S  # under an interval after the forced run
     assert w.housekeeping() is None and w.tracker.is_open("c")
     clock.t = 100.0 + 2.5 * HOUSEKEEPING_S
     assert [v.song_id for v in verdicts(w.housekeeping())] == ["c"]
 
 
-def test_housekeeping_names_the_missing_chunks_releases_unused_models_and_posts_its_done():
-    clock = Clock(100.0)
+def test_housekeeping_names_the_missing_chunks_releases_unused_models_and_posts_its_done(clock: Clock):
     w = make(clock=clock, classifier_stale_song_s=0.005)
+    w.on_marker(Marker("revoke", frozenset({"p9"})))  # generation 1
     now = time.time()
     batch = [Item("p0", 0, features("a", 0, False, produced_at=now - 0.2)),
              Item("p0", 1, features("a", 1, False, error="decode failed")),
              Item("p0", 2, features("b", 0, False)),
              Item("p0", 3, features("a", 3, True, produced_at=now - 0.2))]
-    w.process(batch)
+    w.process(batch)  # at 100.0
     w.holder.swap(FakeModel("v2"))
+    clock.t = 100.008
+    w.process(items([("n", 0, False)], start=4))  # n opens on v2 at 100.008: not stale at 100.01
     drain(w)
-    time.sleep(0.02)
+    clock.t = 100.01
     done = w.housekeeping(force=True)
     assert [(o.topic, o.key) for o in done.outputs] == [("verdicts", "a"), ("verdicts", "b")]
     a, b = verdicts(done)
@@ -412,8 +419,8 @@ def test_housekeeping_names_the_missing_chunks_releases_unused_models_and_posts_
     assert a.error == "incomplete: chunks [2] never arrived within 0.005 s"
     assert b.error == "incomplete: chunks after the last seen never arrived within 0.005 s"
     assert (b.filename, b.model_version, b.produced_at) == ("b.wav", "v1", 0.0)
-    assert (done.offsets, done.generation, done.inflight_songs, done.chunks) == ({"p0": 4}, 0, 0, 0)
-    assert len(w.tracker) == 0 and w.holder.released == ["v1"]
+    assert (done.offsets, done.generation, done.inflight_songs, done.chunks) == ({"p0": 4}, 1, 1, 0)
+    assert w.tracker.is_open("n") and len(w.tracker) == 1 and w.holder.released == ["v1"]
     got = drain(w)
     assert len(got) == 1 and got[0] is done
     assert sample(w, "genre_verdicts_total", genre="-", status="error") == 2.0
@@ -422,8 +429,11 @@ def test_housekeeping_names_the_missing_chunks_releases_unused_models_and_posts_
     assert w.housekeeping(force=True) is None and drain(w) == []  # nothing stale: nothing posted
 
 
-def test_housekeeping_leaves_songs_that_are_not_stale():
-    w = make(classifier_stale_song_s=3600.0)
+def test_housekeeping_leaves_songs_that_are_not_stale(clock: Clock):
+    w = make(clock=clock, classifier_stale_song_s=3600.0)
     w.process(items([("a", 0, False)]))
     drain(w)
+    clock.t += 3599.0
     assert w.housekeeping(force=True) is None and drain(w) == [] and w.tracker.is_open("a")
+    clock.t += 2.0
+    assert [v.song_id for v in verdicts(w.housekeeping(force=True))] == ["a"]
