@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
@@ -440,3 +441,39 @@ def test_a_batch_prepared_behind_another_takes_a_pinned_model_from_it_even_if_th
     w.finish(first)
     (v,) = verdicts(w.finish(second))
     assert (v.song_id, v.model_version, v.genre, v.chunk_count) == ("a", "v1", "a", 2)
+
+
+class BadInputModel(FakeModel):
+    """Its inputs cannot be built once `broken` (as a network whose input arrays do not stack)."""
+
+    broken = False
+
+    def input_arrays(self, feats):  # noqa: ANN001
+        if self.broken:
+            raise ValueError("cannot stack")
+        return super().input_arrays(feats)
+
+
+def test_inputs_that_cannot_be_built_fail_their_model_group_only(caplog):
+    v1 = BadInputModel("v1")
+    w = make_worker(v1)
+    w.process(items([("old", 0, False)]))
+    v1.broken = True
+    v2 = FakeModel("v2")
+    w.holder.swap(v2)
+    with caplog.at_level(logging.ERROR, logger="services.classifier"):
+        done = w.process(items([("old", 1, True), ("new", 0, True)], start=1))
+    assert [(p.song_id, p.model_version, p.error) for p in predictions(done)] == [
+        ("old", "v1", "prediction failed: cannot stack"), ("new", "v2", "")]
+    assert [(v.song_id, v.status) for v in verdicts(done)] == [("old", "error"), ("new", "ok")]
+    assert (v1.calls, v2.calls) == ([1], [1])  # v1's group never reached predict
+    (rec,) = [r for r in caplog.records if r.name == "services.classifier"]
+    assert rec.getMessage() == "predict failed on a batch of 1: cannot stack"
+
+
+def test_a_chunk_repeated_in_the_batch_that_decided_its_song_gets_its_prediction_but_no_second_verdict():
+    w = make_worker()
+    done = w.process(items([("a", 0, False), ("a", 1, True), ("a", 1, True)]))
+    assert [p.index for p in predictions(done)] == [0, 1, 1]
+    assert [v.song_id for v in verdicts(done)] == ["a"]
+    assert done.offsets == {"p0": 3} and len(w.tracker) == 0
