@@ -47,7 +47,7 @@ declare -A TESTS=(
   [kafka_recv]="tests/unit/test_kafka_recv.py"
   [audio]="tests/unit/test_audio.py"
   [model]="tests/unit/test_model.py tests/unit/test_model_golden.py"
-  [worker]="tests/unit/test_classifier_worker.py"
+  [worker]="tests/unit/test_classifier_worker.py tests/unit/test_classifier_worker_loop.py"
   [batching]="tests/unit/test_classifier_batching.py"
 )
 ORDER=(song_tracker vote schemas blobstore audio_ingest service kafka_recv audio batching worker model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
@@ -344,20 +345,135 @@ def test_a_v1_model_classifies_v2_features_ignoring_the_log_mel():
     assert (v.status, v.genre) == ("ok", "a")
 
 
-def test_a_real_v1_model_predicts_the_same_with_or_without_the_log_mel():
-    from shared.training import train_model
-    from tests.fixtures.models import fake_set
+def test_predictions_and_verdicts_carry_every_field_of_their_chunks():
+    w = make_worker()
+    batch = [Item("p3", 7, features("a", 0, False, produced_at=1000.0)),
+             Item("p3", 8, features("a", 1, True, -1.0, produced_at=1000.0)),
+             Item("p3", 9, features("b", 0, False))]
+    done = w.process(batch)
+    assert [(o.topic, o.key) for o in done.outputs] == [("preds", "a"), ("preds", "a"), ("verdicts", "a"), ("preds", "b")]
+    p0, p1, pb = predictions(done)
+    assert p0 == Prediction(song_id="a", filename="a.wav", index=0, last=False, probabilities=[0.8999999761581421,
+                            0.10000002384185791], genres=["a", "b"], model_version="v1", error="", produced_at=1000.0)
+    assert (p1.index, p1.last, p1.probabilities) == (1, True, [0.20000000298023224, 0.800000011920929])
+    assert (pb.song_id, pb.filename, pb.index, pb.last, pb.produced_at) == ("b", "b.wav", 0, False, 0.0)
+    (v,) = verdicts(done)
+    assert (v.song_id, v.filename, v.status, v.chunk_count, v.model_version, v.produced_at, v.error) == (
+        "a", "a.wav", "ok", 2, "v1", 1000.0, "")
+    assert v.genre in ("a", "b") and set(v.probabilities) == {"a", "b"}
+    assert (done.offsets, done.generation, done.inflight_songs, done.chunks, done.marker) == ({"p3": 9}, 0, 1, 3, None)
+    assert w.results.get_nowait() is done and w.results.empty()
+    w.on_marker(Marker("revoke", frozenset({"p0"})))
+    assert w.process(items([("c", 0, True)], "p3", start=10)).generation == 1
 
-    feats, labels, groups = fake_set()
-    model = train_model(feats, labels, groups, arch="tiny", epochs=1, seed=1, name="unit", batch_size=8)
-    w = InferenceWorker(WorkQueue(64), FakeHolder(model), SETTINGS, ServiceMetrics("classifier"))
-    logmel = np.ones(MEL_SPEC.feature_shapes()["logmel"], np.float32)
-    batch = []
-    for k, f in enumerate(feats[:4]):
-        v1 = Features(song_id=f"s{k}", filename="x.wav", index=0, last=True, spec_id=DEFAULT_SPEC.id, arrays=f.arrays())
-        v2 = replace(v1, song_id=f"m{k}", spec_id=MEL_SPEC.id, arrays={**f.arrays(), "logmel": logmel})
-        batch += [Item("p0", 2 * k, v1), Item("p0", 2 * k + 1, v2)]
-    ps = predictions(w.process(batch))
-    assert all(not p.error for p in ps) and len(ps) == 8
-    for a, b in zip(ps[::2], ps[1::2]):
-        assert a.probabilities == b.probabilities
+
+def test_predict_metrics_and_queue_wait_on_the_injected_clock():
+    metrics = ServiceMetrics("classifier")
+    w = InferenceWorker(WorkQueue(64), FakeHolder(FakeModel("v1")), SETTINGS, metrics, clock=lambda: 100.0)
+    batch = [Item("p0", 0, features("a", 0, True), arrived=99.75),
+             Item("p0", 1, features("b", 0, True), arrived=100.5),  # "arrived" after the batch started: 0
+             Item("p0", 2, None, arrived=99.5)]
+    w.process(batch)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"service": "classifier", **labels})
+
+    assert sample("genre_classifier_queue_wait_seconds_count") == 3.0
+    assert sample("genre_classifier_queue_wait_seconds_sum") == 0.75
+    assert (sample("genre_classifier_batch_size_count"), sample("genre_classifier_batch_size_sum")) == (1.0, 2.0)
+    assert sample("genre_processing_seconds_count", stage="predict") == 1.0
+    assert 0.0 <= sample("genre_processing_seconds_sum", stage="predict") < 5.0
+    assert sample("genre_verdicts_total", genre="a", status="ok") == 2.0
+    assert sample("genre_end_to_end_seconds_count") is None  # no produced_at: not observed
+
+
+class ShortModel(FakeModel):
+    """Returns one row fewer than it was given."""
+
+    def predict_arrays(self, inputs):  # noqa: ANN001
+        return super().predict_arrays(inputs)[1:]
+
+
+def test_a_predict_that_returns_the_wrong_number_of_rows_fails_its_group():
+    w = make_worker(ShortModel("v1"))
+    done = w.process(items([("a", 0, True), ("b", 0, True)]))
+    assert [p.error for p in predictions(done)] == ["prediction failed: predict returned 1 rows for 2 chunks"] * 2
+    assert all(p.probabilities == [] for p in predictions(done))
+
+
+def test_a_batch_finished_without_its_predict_gives_errors_not_empty_predictions():
+    w = make_worker()
+    done = w.finish(w.prepare(items([("a", 0, True)])))
+    (p,) = predictions(done)
+    (v,) = verdicts(done)
+    assert (p.error, p.probabilities, v.status, v.error) == ("prediction missing", [], "error", "prediction missing")
+
+
+class FlippedModel(FakeModel):
+    """The opposite of FakeModel: p(a) = 0.2 when the chunk's mfcc is positive."""
+
+    def predict_arrays(self, inputs):  # noqa: ANN001
+        return super().predict_arrays(inputs)[:, ::-1]
+
+
+def test_an_open_song_keeps_its_own_model_object_across_a_swap_until_it_ends():
+    w = make_worker()
+    w.process(items([("old", 0, False)]))
+    w.holder.swap(FlippedModel("v2"))
+    done = w.process(items([("new", 0, False)], start=1))  # old is open on v1, in no batch: v1 stays loaded
+    assert "v1" in w.holder.models and w.holder.released == []
+    done = w.process(items([("new", 1, True), ("old", 1, True)], start=2))
+    vs = {v.song_id: (v.model_version, v.genre) for v in verdicts(done)}
+    assert vs == {"old": ("v1", "a"), "new": ("v2", "b")}
+    assert w.holder.released == ["v1"]
+
+
+def test_a_batch_prepared_behind_another_takes_a_pinned_model_from_it_even_if_the_holder_let_it_go():
+    w = make_worker()
+    first = w.prepare(items([("a", 0, False)]))
+    w.holder.swap(FlippedModel("v2"))
+    w.holder.retain(set())  # the holder no longer has v1; the unfinished batch still holds it
+    assert w.holder.get("v1") is None
+    second = w.prepare(items([("a", 1, True)], start=1), previous=first)
+    assert second.versions == {0: "v1"} and second.models["v1"] is first.models["v1"]
+    for b in (first, second):
+        w.predict(b)
+    w.finish(first)
+    (v,) = verdicts(w.finish(second))
+    assert (v.song_id, v.model_version, v.genre, v.chunk_count) == ("a", "v1", "a", 2)
+
+
+class BadInputModel(FakeModel):
+    """Its inputs cannot be built once `broken` (as a network whose input arrays do not stack)."""
+
+    broken = False
+
+    def input_arrays(self, feats):  # noqa: ANN001
+        if self.broken:
+            raise ValueError("cannot stack")
+        return super().input_arrays(feats)
+
+
+def test_inputs_that_cannot_be_built_fail_their_model_group_only(caplog):
+    v1 = BadInputModel("v1")
+    w = make_worker(v1)
+    w.process(items([("old", 0, False)]))
+    v1.broken = True
+    v2 = FakeModel("v2")
+    w.holder.swap(v2)
+    with caplog.at_level(logging.ERROR, logger="services.classifier"):
+        done = w.process(items([("old", 1, True), ("new", 0, True)], start=1))
+    assert [(p.song_id, p.model_version, p.error) for p in predictions(done)] == [
+        ("old", "v1", "prediction failed: cannot stack"), ("new", "v2", "")]
+    assert [(v.song_id, v.status) for v in verdicts(done)] == [("old", "error"), ("new", "ok")]
+    assert (v1.calls, v2.calls) == ([1], [1])  # v1's group never reached predict
+    (rec,) = [r for r in caplog.records if r.name == "services.classifier"]
+    assert rec.getMessage() == "predict failed on a batch of 1: cannot stack"
+
+
+def test_a_chunk_repeated_in_the_batch_that_decided_its_song_gets_its_prediction_but_no_second_verdict():
+    w = make_worker()
+    done = w.process(items([("a", 0, False), ("a", 1, True), ("a", 1, True)]))
+    assert [p.index for p in predictions(done)] == [0, 1, 1]
+    assert [v.song_id for v in verdicts(done)] == ["a"]
+    assert done.offsets == {"p0": 3} and len(w.tracker) == 0
