@@ -327,7 +327,6 @@ class StreamService(Generic[In]):
         self.settings = settings
         self.group_id = group_id
         self.in_topic = in_topic
-        self.in_type = in_type
         self.handle = handle
         self._default_decoder: RecordDecoder[In] = message_decoder(in_type)
         self.decoders: dict[str, RecordDecoder[In]] = {in_topic: self._default_decoder, **(extra_inputs or {})}
@@ -451,7 +450,7 @@ class StreamService(Generic[In]):
 
     def _outputs_for(self, rec: object) -> Iterable[Output]:
         try:
-            msg = self.decoders.get(getattr(rec, "topic", None), self._default_decoder)(rec)  # type: ignore[arg-type]
+            msg = self.decoders.get(rec.topic, self._default_decoder)(rec)  # type: ignore[attr-defined]
         except SchemaError as exc:
             yield self._dead_letter(rec, str(exc))
             return

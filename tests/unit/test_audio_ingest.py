@@ -151,6 +151,47 @@ def test_a_record_without_a_timestamp_is_stamped_when_read(monkeypatch):
     assert audio_from_record(Rec(AUDIO, timestamp=-1), max_bytes=10_000).produced_at == 42.0
 
 
+def test_a_key_of_another_type_is_its_text():
+    assert audio_from_record(Rec(AUDIO, key="client-7"), max_bytes=10_000).client == "client-7"  # type: ignore[arg-type]
+    assert audio_from_record(Rec(AUDIO, key=bytearray(b"ba")), max_bytes=10_000).client == "ba"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("timestamp, produced_at", [(0, 42.0), (1, 0.001), (2500, 2.5)])
+def test_only_a_positive_timestamp_is_the_production_time(monkeypatch, timestamp, produced_at):
+    monkeypatch.setattr("shared.audio_ingest.now", lambda: 42.0)
+    assert audio_from_record(Rec(AUDIO, timestamp=timestamp), max_bytes=10_000).produced_at == produced_at
+
+
+class Bare:
+    """A record object with only some of ConsumerRecord's attributes."""
+
+    def __init__(self, **attrs: object) -> None:
+        self.__dict__.update(attrs)
+
+
+def test_a_record_object_without_optional_attributes_is_read(monkeypatch):
+    monkeypatch.setattr("shared.audio_ingest.now", lambda: 42.0)
+    sub = audio_from_record(Bare(value=AUDIO, headers=[("filename", b"a.mp3")]), max_bytes=10_000)
+    assert (sub.filename, sub.client, sub.produced_at) == ("a.mp3", "", 42.0)
+    with pytest.raises(AudioRecordError, match="missing header 'filename'"):
+        audio_from_record(Bare(value=AUDIO), max_bytes=10_000)
+    with pytest.raises(AudioRecordError, match="tombstone"):
+        audio_from_record(Bare(headers=[("filename", b"a.mp3")]), max_bytes=10_000)
+
+
+def test_a_bad_song_id_is_quoted_up_to_140_characters():
+    bad = "!" * 300
+    with pytest.raises(AudioRecordError) as err:
+        audio_from_record(Rec(AUDIO, headers=[("filename", b"a.mp3"), ("song-id", bad.encode())]), max_bytes=10_000)
+    assert repr("!" * 140) in str(err.value) and repr("!" * 141) not in str(err.value)
+
+
+@pytest.mark.parametrize("raw", ["", ".", "..", "a/.", "a/..", "dir/"])
+def test_a_filename_that_names_no_file_is_refused(raw):
+    with pytest.raises(AudioRecordError, match="names no file"):
+        clean_filename(raw)
+
+
 def test_the_topic_takes_the_setting_plus_the_record_overhead():
     s = Settings.from_env({})
     assert s.audio_record_max_bytes == 16 * 1024 * 1024

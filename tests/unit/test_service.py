@@ -978,3 +978,18 @@ def test_a_session_subscribes_to_every_input_with_the_consumer_overrides(monkeyp
     assert kw["max_partition_fetch_bytes"] == 17_000_000 and kw["max_poll_records"] == 10
     assert consumer.commits == [{AUDIO_TP: 1}] and probes == ["genre.songs"]
     assert caplog.records[0].getMessage() == "chunker consuming genre.songs, genre.audio as group g"
+
+
+class Versioned:
+    """A message whose encoding depends on the schema version asked for."""
+
+    def encode(self, version: int = 7) -> bytes:
+        return f"v{version}".encode()
+
+
+def test_an_output_with_a_schema_version_is_encoded_in_that_version():
+    svc = service(lambda msg: [Output("genre.chunks", msg.song_id, Versioned(), version=1),  # type: ignore[arg-type]
+                               Output("genre.chunks", msg.song_id, Versioned())])  # type: ignore[arg-type]
+    sent, commits = run(svc, [song("a")])
+    assert [v for _t, _k, v in sent] == [b"v1", b"v7"]
+    assert commits == [{TP: 41}]
