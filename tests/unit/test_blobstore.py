@@ -1,6 +1,8 @@
 """The claim-check store: a key from a message can only name a file inside the store."""
 
+import hashlib
 import re
+import tempfile
 
 import pytest
 
@@ -51,13 +53,9 @@ def test_path_stays_in_the_store_even_if_the_key_check_is_weakened(tmp_path, mon
         store.path_for(key)
 
 
-def test_put_file_creates_the_store_counts_every_block_and_writes_its_temp_file_inside(tmp_path, monkeypatch):
-    """A store folder that does not exist yet is made; a file of several copy blocks is
-    hashed and counted whole; the temporary copy lives in the store, so the final rename is
-    atomic on one filesystem, and nothing is left behind."""
-    import hashlib
-    import tempfile
-
+@pytest.fixture
+def temp_dirs(monkeypatch):
+    """The folders the store makes its temporary files in, in call order."""
     dirs = []
     real_mkstemp = tempfile.mkstemp
 
@@ -66,6 +64,13 @@ def test_put_file_creates_the_store_counts_every_block_and_writes_its_temp_file_
         return real_mkstemp(*args, **kw)
 
     monkeypatch.setattr(blobstore.tempfile, "mkstemp", spy)
+    return dirs
+
+
+def test_put_file_creates_the_store_counts_every_block_and_writes_its_temp_file_inside(tmp_path, temp_dirs):
+    """A store folder that does not exist yet is made; a file of several copy blocks is
+    hashed and counted whole; the temporary copy lives in the store, so the final rename is
+    atomic on one filesystem, and nothing is left behind."""
     data = bytes(range(256)) * (blobstore.COPY_BLOCK // 256 * 2 + 7)  # 2 blocks and a bit
     src = tmp_path / "big.flac"
     src.write_bytes(data)
@@ -73,7 +78,7 @@ def test_put_file_creates_the_store_counts_every_block_and_writes_its_temp_file_
     store = BlobStore(root)
     key, size = store.put_file(src)
     assert (key, size) == (hashlib.sha256(data).hexdigest(), len(data))
-    assert dirs == [root]
+    assert temp_dirs == [root]
     assert sorted(p.name for p in root.iterdir()) == [key[:2]]
 
 
@@ -92,26 +97,15 @@ def test_errors_say_what_is_wrong(tmp_path):
         store.open_path(DIGEST)
 
 
-def test_put_bytes_stores_like_put_file_atomically_inside_the_store(tmp_path, monkeypatch):
+def test_put_bytes_stores_like_put_file_atomically_inside_the_store(tmp_path, temp_dirs):
     """A song held in memory (a raw-audio record) lands under the same key a file of the
     same bytes gets, through a temporary file in the store; storing it again is a no-op."""
-    import hashlib
-    import tempfile
-
-    dirs = []
-    real_mkstemp = tempfile.mkstemp
-
-    def spy(*args, **kw):
-        dirs.append(kw.get("dir"))
-        return real_mkstemp(*args, **kw)
-
-    monkeypatch.setattr(blobstore.tempfile, "mkstemp", spy)
     data = bytes(range(256)) * 4097
     root = tmp_path / "new" / "store"
     store = BlobStore(root)
     key, size = store.put_bytes(data)
     assert (key, size) == (hashlib.sha256(data).hexdigest(), len(data))
-    assert dirs == [root]
+    assert temp_dirs == [root]
     assert store.open_path(key).read_bytes() == data
     src = tmp_path / "same.mp3"
     src.write_bytes(data)
