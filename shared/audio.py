@@ -120,7 +120,7 @@ def _parse_probe(returncode: int, stdout: bytes, stderr: bytes, path: str | Path
         raise DecodeError("the audio stream has no valid sample rate or channel count")
     dur = s.get("duration") or (info.get("format") or {}).get("duration")
     try:
-        duration = float(dur) if dur not in (None, "N/A") else None
+        duration = float(dur) if dur is not None else None  # "N/A" too: not a float
     except ValueError:
         duration = None
     return AudioInfo(sample_rate=rate, channels=channels, duration=duration, codec=str(s.get("codec_name", "")))
@@ -213,7 +213,7 @@ def _pcm_blocks(
     while True:
         data = read(block_frames * frame_bytes)
         if not data:
-            break
+            return
         data = leftover + data
         usable = len(data) - len(data) % frame_bytes
         leftover = data[usable:]
@@ -227,7 +227,7 @@ def _pcm_blocks(
                 f"decoded audio is longer than the limit of {max_seconds:g} s (GENRE_MAX_DECODED_SECONDS)"
             )
         if stopped():
-            break
+            return
         yield mono
 
 

@@ -55,8 +55,11 @@ def test_stereo_is_mixed_down_as_mean_and_resampled(tmp_path):
 def test_bad_files_give_clear_errors(tmp_path, content, reason):
     path = tmp_path / "bad file 'q'.mp3"
     path.write_bytes(content)
-    with pytest.raises(DecodeError, match=reason):
+    with pytest.raises(DecodeError, match=reason) as e:
         list(chunk_song(path, SPEC))
+    assert str(path) not in str(e.value) and "bad file" not in str(e.value)  # the path is scrubbed
+    if content:
+        assert "(the file: " in str(e.value)
 
 
 def test_decoded_length_limit(tmp_path):
@@ -228,7 +231,7 @@ def test_check_complete_only_trusts_exact_lengths_or_reported_errors():
 def test_check_exit_reports_ffmpeg_failures_without_the_path():
     info = _info(2.0)
     with pytest.raises(DecodeError) as e:
-        _check_exit(1, b"warning at /s/x.flac\n/s/x.flac: Invalid data found\n\n", "/s/x.flac", info, 20, 10)
+        _check_exit(1, b"warning at /s/x.flac\nsecond\n/s/x.flac: Invalid data found\n\n", "/s/x.flac", info, 20, 10)
     assert str(e.value) == "ffmpeg could not decode the file: the file: Invalid data found"
     with pytest.raises(DecodeError) as e:
         _check_exit(69, b"", "/s/x.flac", info, 20, 10)
@@ -285,6 +288,9 @@ def test_parse_probe_errors_say_why_without_the_path():
     with pytest.raises(DecodeError) as e:
         _parse_probe(1, b"", b"first\n/in/a.mp3: Invalid data found when processing input\n", "/in/a.mp3")
     assert str(e.value) == "not a readable audio file (the file: Invalid data found when processing input)"
+    with pytest.raises(DecodeError) as e:
+        _parse_probe(1, b"", b"\xff\xfe bad \xc3\n", "f")  # not UTF-8: replaced, not an exception
+    assert str(e.value) == "not a readable audio file (\ufffd\ufffd bad \ufffd)"
     with pytest.raises(DecodeError) as e:
         _parse_probe(0, b'{"streams": []}', b"", "f")
     assert str(e.value) == "not a readable audio file (no audio stream found)"
@@ -353,13 +359,16 @@ def test_pcm_blocks_mixes_channels_as_float32_mean():
 def test_pcm_blocks_reassembles_frames_split_across_reads():
     frames = np.arange(12, dtype=np.float32).reshape(4, 3)
     read, _ = _reader(frames.tobytes(), 5)  # 5 bytes at a time: frames are 12 bytes
-    got = np.concatenate(list(_pcm_blocks(read, 3, 100, None, None, lambda: False)))
-    np.testing.assert_array_equal(got, np.array([1, 4, 7, 10], np.float32))
+    blocks = list(_pcm_blocks(read, 3, 100, None, None, lambda: False))
+    assert [b.tolist() for b in blocks] == [[1], [4], [7], [10]]  # one frame completes per 12 bytes, no empty blocks
     mono = np.array([0.5, -0.25, 1.0], np.float32)
     read, asked = _reader(mono.tobytes() + b"\1\2", 3)  # a partial frame at the end is dropped
     blocks = list(_pcm_blocks(read, 1, 2, None, None, lambda: False))
     np.testing.assert_array_equal(np.concatenate(blocks), mono)
     assert set(asked) == {8} and all(b.flags.writeable for b in blocks)
+    odd = np.array([-0.0, np.nan, 1e-45, -3.5], np.float32)  # mono passes through bit for bit
+    read, _ = _reader(odd.tobytes(), 10**6)
+    assert np.concatenate(list(_pcm_blocks(read, 1, 3, None, None, lambda: False))).tobytes() == odd.tobytes()
 
 
 def test_pcm_blocks_limit_and_stop():
@@ -434,7 +443,7 @@ def test_iter_mono_blocks_streams_what_the_decoder_writes(monkeypatch):
 
 
 def test_iter_mono_blocks_reports_the_decoder_failure(monkeypatch):
-    script = WRITE.format(n=1, values=[0]) + "sys.stderr.write('x\\n/in/a b.mp3: bad frame\\n'); sys.exit(3)"
+    script = WRITE.format(n=1, values=[0]) + "sys.stderr.write('/in/a b.mp3: bad frame\\n'); sys.exit(3)"
     _fake_ffmpeg(monkeypatch, script)
     with pytest.raises(DecodeError) as e:
         list(audio.iter_mono_blocks("/in/a b.mp3"))
@@ -443,6 +452,60 @@ def test_iter_mono_blocks_reports_the_decoder_failure(monkeypatch):
     with pytest.raises(DecodeError) as e:
         list(audio.iter_mono_blocks("/in/a b.mp3"))
     assert str(e.value) == "the file holds no audio samples"
+    # only the first 64 KiB of its messages are read
+    _fake_ffmpeg(monkeypatch, "import sys; sys.stderr.write('abc' * 30000 + '\\nLAST\\n'); sys.exit(1)")
+    with pytest.raises(DecodeError) as e:
+        list(audio.iter_mono_blocks("/in/a b.mp3"))
+    assert str(e.value) == "ffmpeg could not decode the file: " + ("abc" * 30000)[:65536]
+
+
+def test_iter_mono_blocks_stops_the_decoder_when_the_reader_stops(monkeypatch):
+    import threading
+    import time
+    _fake_ffmpeg(monkeypatch, WRITE.format(n=2, values=[1, 2]) + "import time; time.sleep(30)")
+    timers = []
+    real_timer = threading.Timer
+
+    def timer(interval, fn):
+        t = real_timer(interval, fn)
+        timers.append((interval, t))
+        return t
+
+    monkeypatch.setattr(audio.threading, "Timer", timer)
+    gen = audio.iter_mono_blocks("/in.mp3", block_frames=1)
+    start = time.monotonic()
+    assert next(gen).tolist() == [1]
+    assert [i for i, _ in timers] == [600.0] and timers[0][1].daemon is True  # never holds the interpreter
+    gen.close()  # the decoder, still running, is killed rather than waited for
+    assert time.monotonic() - start < 5
+    assert not timers[0][1].is_alive()
+
+
+def test_tool_says_how_to_install_ffmpeg(monkeypatch):
+    monkeypatch.setattr(audio.shutil, "which", lambda name: None)
+    with pytest.raises(DecodeError) as e:
+        audio._tool("ffprobe")
+    assert str(e.value) == "ffprobe is not installed; install ffmpeg (e.g. apt-get install ffmpeg)"
+    monkeypatch.setattr(audio.shutil, "which", lambda name: "/opt/bin/" + name)
+    assert audio._tool("ffmpeg") == "/opt/bin/ffmpeg"
+
+
+def test_probe_runs_ffprobe_with_its_default_limit(monkeypatch, tmp_path):
+    import subprocess
+    calls = []
+
+    def run(cmd, **kw):
+        calls.append((cmd, kw))
+        return subprocess.CompletedProcess(cmd, 0, b'{"streams": [{"sample_rate": "8000", "channels": 1}]}', b"")
+
+    monkeypatch.setattr(audio.subprocess, "run", run)
+    monkeypatch.setattr(audio, "_tool", lambda name: "/bin/" + name)
+    path = tmp_path / "p.wav"
+    path.write_bytes(b"RIFF")
+    assert probe(path) == AudioInfo(8000, 1, None, "")
+    cmd, kw = calls[0]
+    assert cmd[0] == "/bin/ffprobe" and cmd[-2:] == ["--", str(path)]
+    assert kw["timeout"] == 30.0 and kw["capture_output"] is True
 
 
 def test_iter_mono_blocks_times_out(monkeypatch):
@@ -477,3 +540,10 @@ def test_decode_file_and_chunk_song_pass_their_limits_on(monkeypatch):
         list(audio.chunk_song("/a.flac", FeatureSpec(sample_rate=2, chunk_seconds=2.0), min_chunk_seconds=2))
     assert calls[-1] == ("/a.flac", 2, 600.0, None)
     assert isinstance(chunks[0], SongChunk)
+    # the default minimum is 10 s of the default spec
+    sr = SPEC.sample_rate
+    blocks = [np.zeros(SPEC.chunk_samples, np.float32), np.ones(10 * sr, np.float32)]
+    monkeypatch.setattr(audio, "iter_mono_blocks", lambda *a, **k: iter(blocks))
+    assert [(c.index, c.n_samples) for c in audio.chunk_song("/a.flac")] == [(0, SPEC.chunk_samples), (1, 10 * sr)]
+    blocks[1] = blocks[1][1:]
+    assert [(c.index, c.last) for c in audio.chunk_song("/a.flac")] == [(0, True)]
