@@ -481,6 +481,23 @@ def test_iter_mono_blocks_stops_the_decoder_when_the_reader_stops(monkeypatch):
     assert not timers[0][1].is_alive()
 
 
+def test_iter_mono_blocks_decoder_never_reads_our_stdin(monkeypatch):
+    import os
+    script = ("import os, sys, struct; a = os.fstat(0); b = os.stat(os.devnull); "
+              "sys.stdout.buffer.write(struct.pack('<f', 1.0)); "
+              "sys.exit(0 if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) else 7)")
+    _fake_ffmpeg(monkeypatch, script)
+    saved = os.dup(0)
+    r, w = os.pipe()
+    try:
+        os.dup2(r, 0)  # our stdin is a pipe: the decoder must get /dev/null, not it
+        assert [b.tolist() for b in audio.iter_mono_blocks("/in.mp3")] == [[1.0]]
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, r, w):
+            os.close(fd)
+
+
 def test_tool_says_how_to_install_ffmpeg(monkeypatch):
     monkeypatch.setattr(audio.shutil, "which", lambda name: None)
     with pytest.raises(DecodeError) as e:
