@@ -28,7 +28,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -43,6 +43,8 @@ EXACT_LENGTH_CODECS = ("flac", "pcm_", "alac", "wavpack", "tta")
 """Codecs whose declared length is a sample count, not an estimate from the bit rate."""
 TRUNCATION_TOLERANCE_S = 0.5
 TRUNCATION_TOLERANCE_FRACTION = 0.01
+MAX_STDERR_BYTES = 64 * 1024
+"""How much of ffmpeg's error output is read for the verdict's message."""
 
 
 class DecodeError(Exception):
@@ -94,14 +96,19 @@ def probe(path: str | Path, timeout_s: float = 30.0) -> AudioInfo:
         res = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         raise DecodeError(f"ffprobe took longer than {timeout_s:g} s") from None
+    return _parse_probe(res.returncode, res.stdout, res.stderr, p)
+
+
+def _parse_probe(returncode: int, stdout: bytes, stderr: bytes, path: str | Path) -> AudioInfo:
+    """ffprobe's JSON answer (and its exit status and messages) as AudioInfo, or DecodeError."""
     try:
-        info = json.loads(res.stdout or b"{}")
+        info = json.loads(stdout)
     except json.JSONDecodeError:
         info = {}
     streams = info.get("streams") or []
-    if res.returncode != 0 or not streams:
-        detail = res.stderr.decode("utf-8", "replace").strip().splitlines()
-        why = _scrub(detail[-1], p) if detail else "no audio stream found"
+    if returncode != 0 or not streams:
+        detail = stderr.decode("utf-8", "replace").strip().splitlines()
+        why = _scrub(detail[-1], path) if detail else "no audio stream found"
         raise DecodeError(f"not a readable audio file ({why})")
     s = streams[0]
     try:
@@ -113,7 +120,7 @@ def probe(path: str | Path, timeout_s: float = 30.0) -> AudioInfo:
         raise DecodeError("the audio stream has no valid sample rate or channel count")
     dur = s.get("duration") or (info.get("format") or {}).get("duration")
     try:
-        duration = float(dur) if dur not in (None, "N/A") else None
+        duration = float(dur) if dur is not None else None  # "N/A" too: not a float
     except ValueError:
         duration = None
     return AudioInfo(sample_rate=rate, channels=channels, duration=duration, codec=str(s.get("codec_name", "")))
@@ -141,17 +148,7 @@ def iter_mono_blocks(
             "(GENRE_MAX_DECODED_SECONDS)"
         )
     rate = sample_rate or info.sample_rate
-    ch = info.channels
-    cmd = [_tool("ffmpeg"), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn"]
-    if ch == 2 and rate != info.sample_rate:
-        # Resampling anyway: mix (L+R)/2 inside ffmpeg first, which halves the resampling
-        # work and the pipe traffic. At the file's own rate the float32 mean below is used,
-        # bit-exact with sonic-annotator (ffmpeg's pan may round differently).
-        cmd += ["-af", STEREO_MEAN_FILTER]
-        ch = 1
-    if rate != info.sample_rate:
-        cmd += ["-ar", str(rate)]
-    cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-"]
+    cmd, ch = _ffmpeg_command(_tool("ffmpeg"), path, info, rate)
     max_frames = None if max_seconds is None else int(max_seconds * rate)
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
@@ -165,30 +162,11 @@ def iter_mono_blocks(
         timer.daemon = True
         timer.start()
         total = 0
-        leftover = b""
-        frame_bytes = 4 * ch
         try:
             assert proc.stdout is not None
-            while True:
-                data = proc.stdout.read(block_frames * frame_bytes)
-                if not data:
-                    break
-                data = leftover + data
-                usable = len(data) - len(data) % frame_bytes
-                leftover = data[usable:]
-                if usable == 0:
-                    continue
-                frames = np.frombuffer(data[:usable], dtype=np.float32).reshape(-1, ch)
-                mono = frames[:, 0].copy() if ch == 1 else (frames.sum(axis=1, dtype=np.float32) / np.float32(ch))
+            for mono in _pcm_blocks(proc.stdout.read, ch, block_frames, max_frames, max_seconds, timed_out.is_set):
                 total += len(mono)
-                if max_frames is not None and total > max_frames:
-                    raise DecodeError(
-                        f"decoded audio is longer than the limit of {max_seconds:g} s "
-                        "(GENRE_MAX_DECODED_SECONDS)"
-                    )
-                if timed_out.is_set():
-                    break
-                yield mono.astype(np.float32, copy=False)
+                yield mono
         finally:
             timer.cancel()
             if proc.poll() is None:
@@ -198,12 +176,70 @@ def iter_mono_blocks(
         if timed_out.is_set():
             raise DecodeError(f"decoding took longer than {timeout_s:g} s (GENRE_DECODE_TIMEOUT_S)")
         err.seek(0)
-        lines = [_scrub(x, path) for x in err.read(64 * 1024).decode("utf-8", "replace").strip().splitlines()]
-        if rc != 0:
-            raise DecodeError(f"ffmpeg could not decode the file: {lines[-1] if lines else f'exit status {rc}'}")
-        if total == 0:
-            raise DecodeError("the file holds no audio samples")
-        _check_complete(info, total / rate, lines)
+        _check_exit(rc, err.read(MAX_STDERR_BYTES), path, info, total, rate)
+
+
+def _ffmpeg_command(ffmpeg: str, path: str | Path, info: AudioInfo, rate: int) -> tuple[list[str], int]:
+    """The ffmpeg command line that decodes the first audio stream to float32 PCM at `rate`,
+    and the number of channels its output carries."""
+    ch = info.channels
+    cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn"]
+    if ch == 2 and rate != info.sample_rate:
+        # Resampling anyway: mix (L+R)/2 inside ffmpeg first, which halves the resampling
+        # work and the pipe traffic. At the file's own rate the float32 mean below is used,
+        # bit-exact with sonic-annotator (ffmpeg's pan may round differently).
+        cmd += ["-af", STEREO_MEAN_FILTER]
+        ch = 1
+    if rate != info.sample_rate:
+        cmd += ["-ar", str(rate)]
+    cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-"]
+    return cmd, ch
+
+
+def _pcm_blocks(
+    read: Callable[[int], bytes],
+    ch: int,
+    block_frames: int,
+    max_frames: int | None,
+    max_seconds: float | None,
+    stopped: Callable[[], bool],
+) -> Iterator[np.ndarray]:
+    """Mono float32 blocks (the float32 mean of the channels) from interleaved float32 PCM
+    that `read(n)` returns in pieces of any length (b"" at the end). Stops without yielding
+    when `stopped()`; DecodeError once more than `max_frames` frames have arrived."""
+    total = 0
+    leftover = b""
+    frame_bytes = 4 * ch
+    while True:
+        data = read(block_frames * frame_bytes)
+        if not data:
+            return
+        data = leftover + data
+        usable = len(data) - len(data) % frame_bytes
+        leftover = data[usable:]
+        if usable == 0:
+            continue
+        frames = np.frombuffer(data[:usable], dtype=np.float32).reshape(-1, ch)
+        mono = frames[:, 0].copy() if ch == 1 else (frames.sum(axis=1, dtype=np.float32) / np.float32(ch))
+        total += len(mono)
+        if max_frames is not None and total > max_frames:
+            raise DecodeError(
+                f"decoded audio is longer than the limit of {max_seconds:g} s (GENRE_MAX_DECODED_SECONDS)"
+            )
+        if stopped():
+            return
+        yield mono
+
+
+def _check_exit(rc: int, stderr: bytes, path: str | Path, info: AudioInfo, total: int, rate: int) -> None:
+    """After the last block: DecodeError when ffmpeg failed (its last message, without the
+    path), nothing was decoded, or the file is truncated (`_check_complete`)."""
+    lines = [_scrub(x, path) for x in stderr.decode("utf-8", "replace").strip().splitlines()]
+    if rc != 0:
+        raise DecodeError(f"ffmpeg could not decode the file: {lines[-1] if lines else f'exit status {rc}'}")
+    if total == 0:
+        raise DecodeError("the file holds no audio samples")
+    _check_complete(info, total / rate, lines)
 
 
 def _check_complete(info: AudioInfo, decoded_s: float, ffmpeg_errors: list[str]) -> None:
@@ -240,13 +276,24 @@ def chunk_song(
     max_seconds: float | None = None,
 ) -> Iterator[SongChunk]:
     """Yield the song's chunks in order; the one marked `last` is known one block early."""
+    blocks = iter_mono_blocks(path, spec.sample_rate, timeout_s=timeout_s, max_seconds=max_seconds)
+    yield from chunk_blocks(blocks, spec, min_chunk_seconds=min_chunk_seconds)
+
+
+def chunk_blocks(
+    blocks: Iterable[np.ndarray], spec: FeatureSpec = DEFAULT_SPEC, *, min_chunk_seconds: float = 10.0
+) -> Iterator[SongChunk]:
+    """Cut mono float32 blocks of any lengths (at `spec.sample_rate`) into the song's chunks
+    (the policy in the module's docstring). A chunk is yielded only once the next one is
+    complete, and the final one only after `blocks` ends: an error the blocks raise at their
+    end (a truncated file) comes before the song's last chunk."""
     size = spec.chunk_samples
     min_samples = int(min_chunk_seconds * spec.sample_rate)
     buf = np.empty(size, dtype=np.float32)
     fill = 0
     index = 0
     pending: SongChunk | None = None
-    for block in iter_mono_blocks(path, spec.sample_rate, timeout_s=timeout_s, max_seconds=max_seconds):
+    for block in blocks:
         pos = 0
         while pos < len(block):
             take = min(size - fill, len(block) - pos)
