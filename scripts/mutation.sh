@@ -33,7 +33,7 @@ declare -A SOURCE=(
   [service]=shared/service.py
   [kafka_recv]=shared/kafka_recv.py
   [audio]=shared/audio.py
-  [model]=shared/model.py
+  [model_inputs]=shared/model_inputs.py
   [worker]=services/classifier/worker.py
   [batching]=services/classifier/batching.py
 )
@@ -46,11 +46,11 @@ declare -A TESTS=(
   [service]="tests/unit/test_service.py"
   [kafka_recv]="tests/unit/test_kafka_recv.py"
   [audio]="tests/unit/test_audio.py"
-  [model]="tests/unit/test_model.py tests/unit/test_model_golden.py"
+  [model_inputs]="tests/unit/test_model_inputs.py"
   [worker]="tests/unit/test_classifier_worker.py tests/unit/test_classifier_worker_loop.py"
   [batching]="tests/unit/test_classifier_batching.py"
 )
-ORDER=(song_tracker vote schemas blobstore audio_ingest service kafka_recv audio batching worker model)
+ORDER=(song_tracker vote schemas blobstore audio_ingest service kafka_recv audio batching worker model_inputs)
 
 modules=("$@")
 if [ "${1:-}" = "--changed" ]; then
