@@ -118,9 +118,9 @@ def audio_from_record(record: Any, max_bytes: int) -> AudioSubmission:
     try:
         raw_name = header_text(headers, FILENAME_HEADER)
         raw_id = header_text(headers, SONG_ID_HEADER)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, AudioRecordError):
-            raise
+    except AudioRecordError:
+        raise
+    except (TypeError, ValueError) as exc:  # a header list of another shape
         raise AudioRecordError(f"headers do not decode: {type(exc).__name__}: {exc}") from None
     if raw_name is None:
         raise AudioRecordError(f"missing header {FILENAME_HEADER!r} (the file's name, UTF-8)")
