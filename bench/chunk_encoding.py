@@ -6,7 +6,8 @@ Chunks are cut as the chunker cuts them (`shared.audio.chunk_song`, float32 at 2
 from a sample of real recordings ($GENRE_CACHE/datasets/emotify/test/<genre>/*.mp3, MP3s
 decoded to float32: every mantissa bit is used) and of MIDI renders
 ($GENRE_CACHE/render/r90/test/<genre>/*, 16-bit WAVs), plus the golden signals when
-../shared/golden is there. GENRE_CACHE defaults to /work/cache.
+../shared/golden is there. GENRE_CACHE defaults to the folder `scripts/make-model.sh`
+fills (${XDG_CACHE_HOME:-~/.cache}/genre/make-model).
 
 Per candidate: encoded bytes per chunk (median, p90, max, and the median against
 today's float32), CPU ms to encode and to decode one chunk (process time, median), and
@@ -47,6 +48,7 @@ from shared.features import extract_features  # noqa: E402
 SR = DEFAULT_SPEC.sample_rate
 FLOAT32_BYTES = DEFAULT_SPEC.chunk_samples * 4
 ABS_FLOOR = 1e-7  # as tests/unit/test_features_golden.py
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "genre" / "make-model"
 
 
 def shuffle_zstd(raw: np.ndarray, level: int = 3) -> bytes:
@@ -73,8 +75,12 @@ def c_float32_zstd():
     return (lambda x: shuffle_zstd(x), len, lambda b: unshuffle_zstd(b, "<f4", DEFAULT_SPEC.chunk_samples))
 
 
-def c_bfp24(block: int):
-    return (lambda x: pcm_codec.encode(x, SR, block), lambda e: e.nbytes, pcm_codec.decode)
+def c_bfp24(block: int, bits: int = pcm_codec.BITS):
+    """v2; below 24 bits the chunker's GENRE_CHUNK_BITS rounding first (same decoder)."""
+    if bits == pcm_codec.BITS:
+        return (lambda x: pcm_codec.encode(x, SR, block), lambda e: e.nbytes, pcm_codec.decode)
+    return (lambda x: pcm_codec.encode(pcm_codec.round_bits(x, bits, block), SR, block), lambda e: e.nbytes,
+            pcm_codec.decode)
 
 
 def c_bfp24_raw():
@@ -130,8 +136,13 @@ CANDIDATES: dict[str, tuple[str, Callable]] = {
     "int24 BFP, delta + byte-shuffle + zstd-3": ("24-bit", c_bfp24_zstd),
     "int24 one 2^e gain per chunk, FLAC-5": ("24-bit", lambda: c_bfp24(1 << 20)),
     "int24 BFP (2^e gain per 4096), FLAC-5 [v2]": ("24-bit", lambda: c_bfp24(pcm_codec.BLOCK)),
+    "v2 rounded to 22 bits per block (GENRE_CHUNK_BITS=22)": ("22-bit", lambda: c_bfp24(pcm_codec.BLOCK, 22)),
+    "v2 rounded to 20 bits per block (GENRE_CHUNK_BITS=20)": ("20-bit", lambda: c_bfp24(pcm_codec.BLOCK, 20)),
+    "v2 rounded to 18 bits per block (GENRE_CHUNK_BITS=18)": ("18-bit", lambda: c_bfp24(pcm_codec.BLOCK, 18)),
     "int16 BFP (2^e gain per 4096), FLAC-5": ("16-bit", c_bfp16),
 }
+MODEL_BITS = (24, 22, 20, 18)
+"""The GENRE_CHUNK_BITS settings whose effect on the model's probabilities --model measures."""
 
 
 def worst_rel(a: dict, b: dict, floor: float = 0.0) -> float:
@@ -155,7 +166,7 @@ def one_ulp(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def sample_chunks(args) -> list[tuple[str, str, np.ndarray]]:
-    cache = Path(os.environ.get("GENRE_CACHE", "/work/cache"))
+    cache = Path(os.environ.get("GENRE_CACHE") or DEFAULT_CACHE)
     out = []
     for kind, pattern, per in (("real", "datasets/emotify/test/*/*.mp3", args.real_per_genre),
                                ("16-bit", "render/r90/test/*/*.wav", args.render_per_genre)):
@@ -266,20 +277,23 @@ def compare_model(path: str, chunks: list[tuple[str, str, np.ndarray]]) -> None:
     from shared.model import ModelArtifact
 
     model = ModelArtifact.load(path)
-    feats0, feats1 = [], []
-    for _, _, x in chunks:
-        feats0.append(extract_chunk(x, model.spec, extract_features))
-        feats1.append(extract_chunk(pcm_codec.decode(pcm_codec.encode(x, SR)), model.spec, extract_features))
-    p0 = np.concatenate([model.predict(feats0[i : i + 16]) for i in range(0, len(feats0), 16)])
-    p1 = np.concatenate([model.predict(feats1[i : i + 16]) for i in range(0, len(feats1), 16)])
-    for kind in ("real", "16-bit"):
-        idx = [i for i, c in enumerate(chunks) if c[0] == kind]
-        if not idx:
-            continue
-        d = float(np.max(np.abs(p1[idx] - p0[idx])))
-        flips = int(np.sum(np.argmax(p1[idx], 1) != np.argmax(p0[idx], 1)))
-        print(f"model {model.name} on {kind} chunks: largest probability change {d:.2g}, "
-              f"top genre changed on {flips} of {len(idx)} chunks")
+
+    def probabilities(pcms: list[np.ndarray]) -> np.ndarray:
+        feats = [extract_chunk(x, model.spec, extract_features) for x in pcms]
+        return np.concatenate([model.predict(feats[i : i + 16]) for i in range(0, len(feats), 16)])
+
+    p0 = probabilities([x for _, _, x in chunks])
+    for bits in MODEL_BITS:
+        p1 = probabilities([pcm_codec.decode(pcm_codec.encode(pcm_codec.round_bits(x, bits), SR))
+                            for _, _, x in chunks])
+        for kind in ("real", "16-bit"):
+            idx = [i for i, c in enumerate(chunks) if c[0] == kind]
+            if not idx:
+                continue
+            d = float(np.max(np.abs(p1[idx] - p0[idx])))
+            flips = int(np.sum(np.argmax(p1[idx], 1) != np.argmax(p0[idx], 1)))
+            print(f"model {model.name}, v2 at {bits} bits, on {kind} chunks: largest probability change "
+                  f"{d:.2g}, top genre changed on {flips} of {len(idx)} chunks")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The extractor service's sustained throughput from Kafka against its compute alone.
 
-    python bench/extractor.py [--chunks 400] [--runs 20] [--partitions 12] [--chunk-version 2]
+    python bench/extractor.py [--chunks 400] [--runs 20] [--partitions 12] [--chunk-version 1 2] [--chunk-bits 24]
 
 In one run, on this machine, one BLAS/FFT thread everywhere:
 
@@ -8,14 +8,17 @@ In one run, on this machine, one BLAS/FFT thread everywhere:
    (GENRE_FEATURE_SPEC, default 2: the Vamp features and the log-mel) on the same 30-s
    chunks the service gets (median of --runs calls after a warm-up): chunks/s of one
    process, what k8s/README.md's R_e assumes.
-2. **Service, sustained**: --chunks chunk messages (30 s of PCM each, in chunk schema
-   --chunk-version: 2, what the chunker writes, 24-bit block floating point in FLAC, or 1,
-   float32, 2.65 MB; songs of 7 chunks, keyed by song id; the service decodes them) are produced to a fresh topic of a real broker
-   (GENRE_KAFKA_BOOTSTRAP if it answers, else a LocalBroker in a temporary folder)
+2. **Service, sustained**, once per --chunk-version: --chunks chunk messages (30 s of PCM
+   each; schema 1: float32, 2.65 MB; 2: 24-bit block floating point in FLAC, rounded to
+   --chunk-bits as the chunker's GENRE_CHUNK_BITS does; songs of 7 chunks, keyed by song id;
+   the service decodes them) are produced to a fresh topic of a real broker
+   (GENRE_KAFKA_BOOTSTRAP if it answers, else a new LocalBroker in a temporary folder)
    before `python -m services.extractor` starts and drains them. Throughput comes from the
    CreateTime stamps of its features records, over the last 95 % (the first 5 % are the
    group join and first fetches). Also: the CPU each process spent per chunk in that
    window, and the rate the machine's CPUs allow at those costs.
+3. With two versions: the later one against the first (bytes, throughput, broker CPU per
+   chunk).
 """
 
 from __future__ import annotations
@@ -41,8 +44,11 @@ def main() -> int:
     ap.add_argument("--chunks", type=int, default=400, help="chunk messages pre-produced for the drain")
     ap.add_argument("--runs", type=int, default=20, help="timed calls of the compute-only figure")
     ap.add_argument("--partitions", type=int, default=12)
-    ap.add_argument("--chunk-version", type=int, default=2, choices=(1, 2),
-                    help="chunk schema of the pre-produced records (2: the compact encoding, what the chunker writes)")
+    ap.add_argument("--chunk-version", type=int, nargs="+", default=[1, 2], choices=(1, 2),
+                    help="chunk schemas of the pre-produced records, one drain each on a fresh broker, "
+                         "compared with the first (default: 1 2; 2 is the compact encoding)")
+    ap.add_argument("--chunk-bits", type=int, default=24,
+                    help="v2 records rounded to these bits per block first, as GENRE_CHUNK_BITS (default 24)")
     args = ap.parse_args()
 
     os.environ.update(harness.thread_env(1))
@@ -50,11 +56,8 @@ def main() -> int:
 
     from shared.features import extract_chunk, fft_backend, get_extractor
     from shared.featurespec import spec_by_version
-    import msgpack
-
-    from shared.schemas import Chunk, Features, decode, now
     from shared.settings import Settings
-    from tests.fixtures.audio import SR, make_song
+    from tests.fixtures.audio import make_song
 
     spec = spec_by_version(Settings.from_env().feature_spec)
     size = spec.chunk_samples
@@ -72,17 +75,48 @@ def main() -> int:
     print(f"compute alone    extract_chunk, spec {spec.id} ({fft_backend()} FFT), 1 thread: {compute:7.1f} chunks/s "
           f"({1000 / compute:.2f} ms/chunk), median of {args.runs}")
 
+    results = {}
+    for version in args.chunk_version:
+        results[version] = drain(args, version, bank, compute, size)
+    if len(results) > 1:
+        base = results[min(results)]
+        print()
+        for version, got in sorted(results.items()):
+            if got is base:
+                continue
+            print(f"v{version} against v{min(results)}: bytes per record {got['bytes'] / base['bytes']:.2f}x, "
+                  f"service throughput {got['rate'] / base['rate']:.2f}x, service / compute alone "
+                  f"{base['rate'] / compute:.2f} -> {got['rate'] / compute:.2f}, "
+                  + (f"broker CPU per chunk {base['broker_ms']:.2f} -> {got['broker_ms']:.2f} ms "
+                     f"({got['broker_ms'] / base['broker_ms'] - 1:+.0%})"
+                     if base["broker_ms"] and got["broker_ms"] else "broker CPU not measured (external broker)"))
+    return 0
+
+
+def drain(args: argparse.Namespace, version: int, bank: list, compute: float, size: int) -> dict[str, float]:
+    """Pre-produce --chunks records of chunk schema `version` to a fresh broker, let the
+    service drain them; its sustained rate, the record size and the broker's CPU per chunk."""
+    import msgpack
+
+    from shared import pcm_codec
+    from shared.schemas import Chunk, Features, decode, now
+    from tests.fixtures.audio import SR
+
     # Each bank chunk is encoded once (FLAC costs the chunker ~20 ms a chunk); the records
-    # differ only in their song fields.
+    # differ only in their song fields. v2 chunks are rounded to --chunk-bits first, as the
+    # chunker does with GENRE_CHUNK_BITS.
+    bits = args.chunk_bits if version >= 2 else pcm_codec.BITS
+    pcms = [pcm if bits >= pcm_codec.BITS else pcm_codec.round_bits(pcm, bits) for pcm in bank]
     wire = [Chunk(song_id="x", filename="x.flac", index=0, last=False, sample_rate=SR, n_samples=size,
-                  pcm=pcm).to_dict(args.chunk_version) for pcm in bank]
+                  pcm=pcm).to_dict(version) for pcm in pcms]
     t0 = time.process_time()
     for w in wire:
         if decode(msgpack.packb(w, use_bin_type=True), Chunk).pcm.shape != (size,):
             raise SystemExit("a bench chunk does not decode to a whole chunk")
     decode_ms = 1000 * (time.process_time() - t0) / len(bank)
     chunk_bytes = [len(msgpack.packb(w, use_bin_type=True)) for w in wire]
-    print(f"chunk schema v{args.chunk_version}: {statistics.mean(chunk_bytes) / 1e6:.2f} MB per record "
+    label = f"chunk schema v{version}" + (f" at {bits} bits" if version >= 2 else "")
+    print(f"\n{label}: {statistics.mean(chunk_bytes) / 1e6:.2f} MB per record "
           f"(bank of {len(bank)}: {', '.join(f'{b / 1e6:.2f}' for b in chunk_bytes)}), "
           f"decode {decode_ms:.1f} ms CPU per record in this process")
 
@@ -116,10 +150,12 @@ def main() -> int:
               f"(first to last features record over {ts[-1] - ts[0]:.1f} s)")
         print(f"ratio service / compute alone: {sustained / compute:.2f}")
         print(harness.cpu_line(sampler, ts[k0], ts[-1], n - 1 - k0, compute, "extract_chunk alone"))
+        broker_s = sampler.used("broker", ts[k0], ts[-1])
     finally:
         harness.tear_down(proc, settings, broker)
     print(f"service log: {log}")
-    return 0
+    return {"rate": sustained, "bytes": statistics.mean(chunk_bytes),
+            "broker_ms": 1000 * broker_s / (n - 1 - k0) if broker_s else 0.0}
 
 
 if __name__ == "__main__":

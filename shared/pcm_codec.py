@@ -20,6 +20,7 @@ mantissa bits are noise). So the chunk is quantised to 24-bit integers with a
 
 Error bound: |decoded - x| <= 2^(e - 24) <= peak(block) * 2^-23 for every sample (half a
 step; a sample rounded up onto the +2^23 code is clipped to 2^23 - 1, a full step).
+Rounded to b < 24 bits (`round_bits`, GENRE_CHUNK_BITS): 2^(e - b) <= peak(block) * 2^-(b - 1).
 
 Decoding makes one float32 array (libsndfile converts the 24-bit integers to float32
 exactly, q / 2^23) and scales it in place; the encoded bytes are read where they lie.
@@ -34,6 +35,10 @@ import numpy as np
 
 CODEC = "flac-bfp24"
 BITS = 24
+MIN_BITS = 16
+"""The fewest significant bits per block a chunk may be rounded to (`round_bits`). From 17
+up, audio from 16-bit PCM still round-trips exactly (a block holding -32768/32768 has
+gain 2^1, so its 16-bit samples need 17 bits)."""
 BLOCK = 4096
 """Samples per gain block; the FLAC frame length of libsndfile's default compression."""
 FLAC_LEVEL = 0.625
@@ -80,8 +85,13 @@ def block_exponents(x: np.ndarray, block: int = BLOCK) -> np.ndarray:
     return np.frexp(peaks)[1].astype(np.int16)  # frexp(0) = (0, 0)
 
 
-def quantise(x: np.ndarray, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
-    """(int32 codes of BITS bits, int16 exponent per block) of float32 samples."""
+def quantise(x: np.ndarray, block: int = BLOCK, bits: int = BITS) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 codes of BITS bits, int16 exponent per block) of float32 samples, rounded to
+    `bits` significant bits per block: below 24 the codes are multiples of 2^(24 - bits),
+    trailing zeros that FLAC stores for free (its "wasted bits"), so the stream shrinks by
+    about 1/8 of a float32 chunk per 4 bits and any 24-bit decoder reads it unchanged."""
+    if not MIN_BITS <= bits <= BITS:
+        raise PcmCodecError(f"bits {bits} outside [{MIN_BITS}, {BITS}]")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 1:
         raise PcmCodecError(f"pcm must be 1-D, got shape {x.shape}")
@@ -90,11 +100,17 @@ def quantise(x: np.ndarray, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]
     e = block_exponents(x, block)
     if e.size and (e.min() < MIN_EXPONENT or e.max() > MAX_EXPONENT):
         raise PcmCodecError(f"a block's peak needs gain exponent {int(e.max())}, outside [{MIN_EXPONENT}, {MAX_EXPONENT}]")
-    shift = np.repeat((BITS - 1 - e).astype(np.float64), block)[: x.size]
+    shift = np.repeat((bits - 1 - e).astype(np.float64), block)[: x.size]
     q = np.rint(np.ldexp(x.astype(np.float64), shift.astype(np.int32)))
-    top = (1 << (BITS - 1)) - 1
+    top = (1 << (bits - 1)) - 1
     np.clip(q, -top - 1, top, out=q)
-    return q.astype(np.int32), e
+    return q.astype(np.int32) << (BITS - bits), e
+
+
+def round_bits(x: np.ndarray, bits: int, block: int = BLOCK) -> np.ndarray:
+    """float32 samples rounded to `bits` significant bits per gain block, as `quantise`
+    rounds them: what a chunk decodes to when it is encoded after this (bit for bit)."""
+    return dequantise(*quantise(x, block, bits), block)
 
 
 def dequantise(q: np.ndarray, e: np.ndarray, block: int = BLOCK) -> np.ndarray:

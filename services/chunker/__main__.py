@@ -13,7 +13,7 @@ from typing import Iterator
 
 from kafka.errors import KafkaError
 
-from shared import audio_ingest, kafka_io
+from shared import audio_ingest, kafka_io, pcm_codec
 from shared.audio import DecodeError, chunk_song
 from shared.blobstore import BlobNotFound, BlobStore
 from shared.featurespec import DEFAULT_SPEC, FeatureSpec
@@ -34,6 +34,7 @@ def song_chunks(ref: SongRef, settings: Settings, store: BlobStore, spec: Featur
     classifier closes the song with an error verdict at once instead of waiting for
     chunks that will never come."""
     index = 0
+    bits = settings.chunk_bits if settings.chunk_schema >= 2 else pcm_codec.BITS  # v1 is float32 as cut
 
     def out(chunk: Chunk) -> Output:
         return Output(settings.topic_chunks, ref.song_id, chunk, settings.chunk_schema)
@@ -44,8 +45,9 @@ def song_chunks(ref: SongRef, settings: Settings, store: BlobStore, spec: Featur
                             timeout_s=settings.decode_timeout_s, max_seconds=settings.max_decoded_seconds):
             index = c.index + 1
             metrics.song_seconds.labels(SERVICE).inc(c.n_samples / spec.sample_rate)
+            pcm = c.pcm if bits >= pcm_codec.BITS else pcm_codec.round_bits(c.pcm, bits)
             yield out(Chunk(song_id=ref.song_id, filename=ref.filename, index=c.index, last=c.last,
-                            sample_rate=spec.sample_rate, n_samples=c.n_samples, pcm=c.pcm,
+                            sample_rate=spec.sample_rate, n_samples=c.n_samples, pcm=pcm,
                             produced_at=ref.produced_at, chunked_at=now()))
     except (KafkaError, kafka_io.KafkaIOError):
         raise
@@ -82,6 +84,9 @@ def build(settings: Settings, metrics: ServiceMetrics,
     if settings.chunk_schema not in CHUNK_READ_VERSIONS:
         raise StartupError(f"GENRE_CHUNK_SCHEMA={settings.chunk_schema}: not a chunk schema version "
                            f"(one of {sorted(CHUNK_READ_VERSIONS)}; 1 is exact float32, 2 compact FLAC)")
+    if not pcm_codec.MIN_BITS <= settings.chunk_bits <= pcm_codec.BITS:
+        raise StartupError(f"GENRE_CHUNK_BITS={settings.chunk_bits}: bits per block must be within "
+                           f"[{pcm_codec.MIN_BITS}, {pcm_codec.BITS}]")
     store = BlobStore(settings.blob_dir)
     max_audio = settings.audio_record_max_bytes
 

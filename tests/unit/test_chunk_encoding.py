@@ -101,6 +101,42 @@ def test_the_encoding_is_deterministic_and_compact_on_music():
     assert len(a.data) <= pcm_codec.max_encoded_bytes(N)
 
 
+# --- fewer bits per block (GENRE_CHUNK_BITS) ---------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [16, 18, 20, 23])
+def test_rounded_chunks_keep_their_bits_through_the_24_bit_stream_and_shrink(bits):
+    x = make_song("drone", 30.0, seed=5)
+    r = pcm_codec.round_bits(x, bits)
+    assert r.dtype == np.float32 and r.shape == x.shape
+    codes, _ = pcm_codec.quantise(x, bits=bits)
+    assert not np.any(codes % (1 << (pcm_codec.BITS - bits)))  # zero low bits, FLAC's wasted bits
+    enc = pcm_codec.encode(r, SR)
+    np.testing.assert_array_equal(pcm_codec.decode(enc), r)  # the unchanged decoder, bit for bit
+    step = np.repeat(np.ldexp(1.0, pcm_codec.block_exponents(x).astype(np.int64) - bits), pcm_codec.BLOCK)
+    assert np.all(np.abs(r.astype(np.float64) - x) <= step[: x.size])  # half a step of `bits`
+    # each bit dropped saves about 1/8 of the 24-bit stream's bits per sample
+    full = pcm_codec.encode(x, SR).nbytes
+    assert enc.nbytes < full - (pcm_codec.BITS - bits) * 0.9 * N / 8
+
+
+def test_16_bit_audio_is_exact_from_17_bits_up_and_a_full_scale_negative_needs_the_17th():
+    rng = np.random.default_rng(7)
+    x = (rng.integers(-32767, 32768, N) / 32768).astype(np.float32)  # -32768 only where planted
+    x[100] = -1.0  # -32768: that block's peak is 2^0 exactly, so its gain is 2^1
+    for bits in (17, 20, 24):
+        np.testing.assert_array_equal(pcm_codec.round_bits(x, bits), x)
+    y = pcm_codec.round_bits(x, 16)
+    assert not np.array_equal(y[: pcm_codec.BLOCK], x[: pcm_codec.BLOCK])  # odd codes lose their last bit
+    np.testing.assert_array_equal(y[pcm_codec.BLOCK :], x[pcm_codec.BLOCK :])  # other blocks exact
+
+
+@pytest.mark.parametrize("bits", [15, 25, 0])
+def test_bits_outside_16_to_24_are_refused(bits):
+    with pytest.raises(pcm_codec.PcmCodecError, match=f"bits {bits} outside"):
+        pcm_codec.round_bits(np.zeros(10, np.float32), bits)
+
+
 # --- error bound on float audio -------------------------------------------------------
 
 

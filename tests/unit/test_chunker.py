@@ -36,6 +36,36 @@ def test_chunks_are_written_in_the_configured_schema_and_read_back(tmp_path, sch
             assert np.max(np.abs(back.pcm - out.message.pcm)) <= np.max(np.abs(out.message.pcm)) * 2.0**-22
 
 
+@pytest.mark.parametrize("schema,bits", [(2, 20), (1, 20), (2, 24)])
+def test_chunk_bits_round_v2_chunks_only(tmp_path, schema, bits):
+    from shared import pcm_codec
+
+    store = BlobStore(tmp_path / "blobs")
+    song = write_audio(tmp_path / "s.wav", make_song("drone", 35, 3), codec_args=("-c:a", "pcm_f32le"))
+    key, size = store.put_file(song)  # float samples: every mantissa bit used, as a decoded MP3's
+    ref = SongRef(song_id="s1", filename="s.wav", blob=key, size=size)
+    cut = list(song_chunks(ref, Settings.from_env({}, chunk_schema=schema, blob_dir=str(tmp_path / "blobs")),
+                           store, DEFAULT_SPEC, ServiceMetrics("chunker")))
+    settings = Settings.from_env({"GENRE_CHUNK_BITS": str(bits)}, chunk_schema=schema,
+                                 blob_dir=str(tmp_path / "blobs"))
+    outs = list(song_chunks(ref, settings, store, DEFAULT_SPEC, ServiceMetrics("chunker")))
+    for a, b in zip(outs, cut, strict=True):
+        rounded = schema == 2 and bits < 24
+        expected = pcm_codec.round_bits(b.message.pcm, bits) if rounded else b.message.pcm
+        np.testing.assert_array_equal(a.message.pcm, expected)
+        if rounded:
+            assert not np.array_equal(a.message.pcm, b.message.pcm)
+            np.testing.assert_array_equal(decode(a.message.encode(2), Chunk).pcm, expected)  # exact on the wire
+            assert len(a.message.encode(2)) < len(b.message.encode(2))
+
+
+@pytest.mark.parametrize("bits", [15, 25])
+def test_chunk_bits_outside_16_to_24_stop_the_chunker_at_startup(tmp_path, bits):
+    settings = Settings.from_env({"GENRE_CHUNK_BITS": str(bits)}, chunk_schema=2, blob_dir=str(tmp_path / "blobs"))
+    with pytest.raises(StartupError, match=f"GENRE_CHUNK_BITS={bits}"):
+        build(settings, ServiceMetrics("chunker"), StopFlag())
+
+
 def test_an_unknown_chunk_schema_stops_the_chunker_at_startup(tmp_path):
     settings = Settings.from_env({}, chunk_schema=3, blob_dir=str(tmp_path / "blobs"))
     with pytest.raises(StartupError, match="GENRE_CHUNK_SCHEMA=3"):
