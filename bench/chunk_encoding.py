@@ -6,7 +6,8 @@ Chunks are cut as the chunker cuts them (`shared.audio.chunk_song`, float32 at 2
 from a sample of real recordings ($GENRE_CACHE/datasets/emotify/test/<genre>/*.mp3, MP3s
 decoded to float32: every mantissa bit is used) and of MIDI renders
 ($GENRE_CACHE/render/r90/test/<genre>/*, 16-bit WAVs), plus the golden signals when
-../shared/golden is there. GENRE_CACHE defaults to /work/cache.
+../shared/golden is there. GENRE_CACHE defaults to the folder `scripts/make-model.sh` fills
+(${XDG_CACHE_HOME:-~/.cache}/genre/make-model), which has both.
 
 Per candidate: encoded bytes per chunk (median, p90, max, and the median against
 today's float32), CPU ms to encode and to decode one chunk (process time, median), and
@@ -154,8 +155,14 @@ def one_ulp(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (x.view(np.int32) + step).view(np.float32)
 
 
+def default_cache() -> Path:
+    """The work folder of scripts/make-model.sh: datasets/emotify/ and render/r90/ are there."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "genre" / "make-model"
+
+
 def sample_chunks(args) -> list[tuple[str, str, np.ndarray]]:
-    cache = Path(os.environ.get("GENRE_CACHE", "/work/cache"))
+    cache = Path(os.environ.get("GENRE_CACHE") or default_cache())
     out = []
     for kind, pattern, per in (("real", "datasets/emotify/test/*/*.mp3", args.real_per_genre),
                                ("16-bit", "render/r90/test/*/*.wav", args.render_per_genre)):
