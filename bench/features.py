@@ -1,4 +1,4 @@
-"""How fast is the built-in extractor? (issue 9, "How fast")
+"""How fast is the built-in extractor?
 
     python bench/features.py [--runs 30] [--skip-audio]
 

@@ -9,7 +9,7 @@ model's genres and frame counts; the Vamp-only `merged` network (the shipped mod
 it read a pre-trained network) likewise. Their weights do not matter for timing, and
 nothing they output is used. When the shipped model reads the log-mel, the extractor's
 added cost (`log_mel_chunk` per 30-s chunk) is timed too. Prints ms per chunk at batch 1
-and at --batch, and the ratios.
+and at --batch, the ratios, and the process's peak resident memory (VmHWM).
 """
 
 from __future__ import annotations
@@ -80,7 +80,19 @@ def main() -> int:
         log_mel_chunk(pcm, model.spec.sample_rate)
         best = min(_seconds(lambda: log_mel_chunk(pcm, model.spec.sample_rate)) for _ in range(max(3, args.repeats // 4)))
         print(f"extractor side: log-mel {1000 * best:.1f} ms per chunk (added to the Vamp features under spec v{model.spec.version})")
+    hwm = peak_rss_mb()
+    if hwm is not None:
+        print(f"peak RSS of this process (VmHWM, every network above loaded and run): {hwm:.0f} MB")
     return 0
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MB (VmHWM), or None where /proc has no status."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 def _seconds(fn) -> float:

@@ -2,6 +2,10 @@
 
     python tools/tag_prior_probe.py MODEL NAME=DIR [NAME=DIR ...]
 
+for example `python tools/tag_prior_probe.py models/default real=$CACHE/datasets/emotify/test
+midi=$CACHE/render/r90/test gtzan=$CACHE/extra_short` (each DIR holds <genre>/ folders of
+audio, as for `genre evaluate`).
+
 For a model with the pre-trained branch, each chunk's probabilities are multiplied by the
 musicnn MSD tagger's own genre tags raised to a power w (log p + w log s_genre; s_genre
 the largest of the genre's tag probabilities, mean over the chunk's patches), for several
@@ -21,6 +25,10 @@ MAP = {"blues": ["blues"], "country": ["country"], "electronic": ["electronic", 
        "rock": ["rock", "classic rock", "hard rock", "alternative rock", "indie rock", "punk", "metal", "heavy metal", "Progressive rock"],
        "classical": ["instrumental", "beautiful", "ambient"]}
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", help="model artifact folder with the pre-trained branch (e.g. models/default)")
+    ap.add_argument("datasets", nargs="+", metavar="NAME=DIR", help="labelled <genre>/ folders of audio, one per source")
+    cli = ap.parse_args()
     from shared.tf_import import import_tensorflow_quietly
 
     import_tensorflow_quietly()
@@ -30,9 +38,9 @@ def main():
     from shared.training import predict_chunks, pretrained_embeddings
     from shared.evaluation import song_predictions
     from shared.crossval import chunk_positions
-    art = ModelArtifact.load(sys.argv[1])
+    art = ModelArtifact.load(cli.model)
     args = argparse.Namespace(jobs=2, backend="builtin", no_cache=False)
-    sets = {n: load_sources(args, [(n, f, m)], spec=MEL_SPEC)[0] for n, f, m in dataset_sources(sys.argv[2:], None)}
+    sets = {n: load_sources(args, [(n, f, m)], spec=MEL_SPEC)[0] for n, f, m in dataset_sources(cli.datasets, None)}
     emb = None
     for name, ch in sets.items():
         p = predict_chunks(art, ch.features)

@@ -433,7 +433,7 @@ def test_metric_name_extraction_is_sound():
     assert _metric_names("histogram_quantile(0.95, sum by (le) (rate(foo_bucket[5m]))) > 1") == {"foo_bucket"}
 
 
-def test_dashboard_covers_the_issue_and_uses_known_metrics():
+def test_dashboard_shows_every_pipeline_metric_and_only_known_ones():
     assert DASHBOARDS, "no dashboard under deploy/grafana/dashboards"
     exprs = dashboard_exprs()
     unknown = {(where, n) for where, e in exprs for n in _metric_names(e) - KNOWN_METRICS}
@@ -456,7 +456,7 @@ def test_dashboard_json_is_generated():
     assert res.returncode == 0, "run python deploy/grafana/build_dashboard.py"
 
 
-def test_alert_rules_use_known_metrics_and_cover_the_issue():
+def test_alert_rules_use_known_metrics_and_cover_down_lag_and_dead_letters():
     exprs = alert_exprs()
     unknown = {(name, n) for name, e in exprs for n in _metric_names(e) - KNOWN_METRICS}
     assert not unknown, f"unknown metrics: {sorted(unknown)}"

@@ -4,7 +4,9 @@ Documents and reports (Markdown, JSON) are read on other machines: a path such a
 /home/ann/.cache/genre/render means nothing there and tells about the machine that wrote
 it. Reports record data as $GENRE_DATA_ROOT/..., ~/... or .../parent/name
 (shared/datapaths.py); documents say ~/.cache/genre, $CACHE or a path in the repository.
-Paths meant as they are, inside the containers, are allow-listed below.
+The same holds for the other text the repository ships and other machines run or read:
+plain text, YAML, TOML and cfg settings, shell scripts (their comments included) and
+Dockerfiles. Paths meant as they are, inside the containers, are allow-listed below.
 """
 
 from __future__ import annotations
@@ -32,9 +34,13 @@ def machine_paths(text: str) -> list[str]:
     return [m.group(1) for m in MACHINE_PATH.finditer(text) if not ALLOWED.match(m.group(1))]
 
 
+# Documents and reports, and the settings, scripts and image recipes shipped beside them.
+PATTERNS = ("*.md", "*.json", "*.txt", "*.yml", "*.yaml", "*.toml", "*.cfg", "*.sh", "*Dockerfile", "*.env", ".ci/run")
+
+
 def documents() -> list[str]:
-    """Markdown and JSON files git tracks or would track (not ignored)."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "*.md", "*.json"],
+    """The files of PATTERNS that git tracks or would track (not ignored)."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", *PATTERNS],
                          cwd=REPO_ROOT, capture_output=True, check=True).stdout
     return sorted({p for p in out.decode("utf-8", "surrogateescape").split("\0") if p})
 
@@ -57,6 +63,8 @@ def test_the_pattern_finds_machine_paths_and_nothing_else(text, found):
 def test_documents_and_reports_hold_no_machine_paths():
     docs = documents()
     assert "README.md" in docs and any(d.endswith(".json") for d in docs)
+    for kind in (".yaml", ".sh", ".txt", ".toml", "Dockerfile"):
+        assert any(d.endswith(kind) for d in docs), f"no {kind} file among the documents checked"
     offenders = []
     for rel in docs:
         path = REPO_ROOT / rel
