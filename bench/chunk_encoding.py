@@ -250,19 +250,30 @@ def main() -> int:
         sizes.sort()
         kmed = {k: statistics.median(v) / 1e6 if v else float("nan") for k, v in by_kind.items()}
         rows.append((name, statistics.median(sizes), kmed, sizes[int(0.9 * (len(sizes) - 1))], sizes[-1],
-                     1e3 * statistics.median(tenc), 1e3 * statistics.median(tdec), worst, where))
+                     1e3 * statistics.median(tenc), 1e3 * statistics.median(tdec), worst, where, by_kind))
     print()
     print("| encoding | MB/chunk median (vs 2.65) | median real / 16-bit | p90 | max | encode ms | decode ms "
           "| worst feature error, 16-bit sources | worst, real MP3s | real, values >= 1e-3 of max |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, med, kmed, p90, mx, te, td, worst, where in rows:
+    for name, med, kmed, p90, mx, te, td, worst, where, _ in rows:
         print(f"| {name} | {med / 1e6:.3f} ({med / FLOAT32_BYTES:.2f}) | {kmed['real']:.3f} / {kmed['16-bit']:.3f} "
               f"| {p90 / 1e6:.3f} | {mx / 1e6:.3f} "
               f"| {te:.1f} | {td:.1f} | {worst['16-bit']:.2g} | {worst['real']:.2g} | {worst['floor']:.2g} |")
     print(f"| reference: float32 +-1 ulp per sample | | | | | | | {ulp['16-bit']:.2g} | {ulp['real']:.2g} "
           f"| {ulp['floor']:.2g} |")
     print()
-    for name, *_, worst, where in rows:
+    print("Bytes per chunk by source, MB (share of float32's 2.65): p10 / median / p90 / max")
+    print("| encoding | real MP3s | 16-bit sources |")
+    print("| --- | --- | --- |")
+    for name, *_, spread in rows:
+        cells = []
+        for kind in ("real", "16-bit"):
+            v = sorted(spread[kind])
+            q = [v[int(f * (len(v) - 1))] for f in (0.1, 0.5, 0.9, 1.0)] if v else []
+            cells.append(" / ".join(f"{b / 1e6:.3f}" for b in q) + (f" ({q[1] / FLOAT32_BYTES:.2f})" if q else ""))
+        print(f"| {name} | {cells[0]} | {cells[1]} |")
+    print()
+    for name, *_, worst, where, _ in rows:
         if worst["real"] or worst["16-bit"]:
             print(f"worst chunks, {name}: 16-bit {where['16-bit'] or '-'}, real {where['real'] or '-'}")
     print("\nerror 0 = the decoded chunk is bit-identical to the float32 chunk; "
