@@ -10,6 +10,7 @@ TRAIN_FLAGS="${GENRE_TRAIN_FLAGS:---arch default --seed 0 --members 3}"
 EVALUATE_FLAGS="--no-seed"
 CROSSVAL_FLAGS="${GENRE_CROSSVAL_FLAGS:---arch default --test-chunks 3 --members 3}"
 REAL_REPOSITORY="https://github.com/RohitJacob/MusicAnalysis"
+ALLMUSIC_REPOSITORY="https://github.com/Famelgas/MULT_TP2"
 
 usage() {
   cat <<EOF
@@ -17,7 +18,9 @@ usage: scripts/make-model.sh [--cache DIR] [--out DIR] [--jobs N] [options]
 
 Rebuilds the shipped model (models/default) and its reports from nothing, into a cache
 folder: renders the MIDI songs of ../shared/data with fluidsynth, brings in the real
-recordings (the Emotify clips of $REAL_REPOSITORY), splits them by artist,
+recordings (the Emotify clips of $REAL_REPOSITORY, and the 4Q clips of blues, country,
+folk, hiphop, jazz, electronic and classical of $ALLMUSIC_REPOSITORY, chosen by
+models/data/allmusic-4q.csv), splits them by artist,
 trains ('genre train', flags: $TRAIN_FLAGS), evaluates ('genre evaluate', report.json and
 plots beside the artifact), cross-validates ('genre crossval'), and compares the new
 per-source song accuracies with the committed report. A step that finished before with the
@@ -30,6 +33,10 @@ same command is skipped, so a second run resumes where the first stopped.
   --real-audio DIR   the real clips, <genre>/<n>.mp3 as in data/ of $REAL_REPOSITORY
                      (default: a shallow git clone of it into the cache)
   --real-dir DIR     an already split real data set (train/, test/, split.csv) instead
+  --allmusic-audio DIR  the 4Q clips: a folder holding Dataset/Q1..Q4/<song>.mp3 as in
+                     $ALLMUSIC_REPOSITORY (default: a shallow sparse clone of it into the cache)
+  --allmusic-dir DIR an already split 4Q data set (train/, test/, split.csv) instead
+  --no-allmusic      train without the 4Q clips
   --midi-dir DIR     an already split MIDI data set (train/, test/, manifest) instead of rendering
   --shared DIR       the reference data folder (default \$GENRE_REFERENCE_DIR or ../shared)
   --reference FILE   report.json to compare with (default: git HEAD:models/default/report.json)
@@ -52,6 +59,7 @@ OUT="models/default"
 CV_OUT=""
 JOBS="$(nproc 2>/dev/null || echo 2)"
 REAL_AUDIO="" REAL_DIR="" MIDI_DIR="" REFERENCE="" EPOCHS="" SKIP_CV=0
+ALLMUSIC_AUDIO="" ALLMUSIC_DIR="" NO_ALLMUSIC=0
 SHARED="${GENRE_REFERENCE_DIR:-$REPO/../shared}"
 
 abspath() { [[ "$1" = /* ]] && printf '%s\n' "$1" || printf '%s\n' "$PWD/$1"; }
@@ -63,6 +71,9 @@ while [[ $# -gt 0 ]]; do
     --crossval-out) need "$@"; CV_OUT="$(abspath "$2")"; shift 2 ;;
     --jobs) need "$@"; JOBS="$2"; shift 2 ;;
     --real-audio) need "$@"; REAL_AUDIO="$(abspath "$2")"; shift 2 ;;
+    --allmusic-audio) need "$@"; ALLMUSIC_AUDIO="$(abspath "$2")"; shift 2 ;;
+    --allmusic-dir) need "$@"; ALLMUSIC_DIR="$(abspath "$2")"; shift 2 ;;
+    --no-allmusic) NO_ALLMUSIC=1; shift ;;
     --real-dir) need "$@"; REAL_DIR="$(abspath "$2")"; shift 2 ;;
     --midi-dir) need "$@"; MIDI_DIR="$(abspath "$2")"; shift 2 ;;
     --shared) need "$@"; SHARED="$(abspath "$2")"; shift 2 ;;
@@ -149,6 +160,34 @@ split_real() {  # the Emotify manifest's artist-disjoint split
     --group-by artist
 }
 
+allmusic_audio() {  # $CACHE/allmusic/Dataset: the folder given, or Dataset/ of a sparse shallow clone
+  local src="$ALLMUSIC_AUDIO"
+  if [[ -z "$src" ]]; then
+    src="$CACHE/MULT_TP2"
+    if [[ ! -d "$src/Dataset/Q1" ]]; then
+      rm -rf "$src"
+      { git clone --depth 1 --filter=blob:none --sparse "$ALLMUSIC_REPOSITORY" "$src" \
+          && git -C "$src" sparse-checkout set Dataset/Q1 Dataset/Q2 Dataset/Q3 Dataset/Q4; } || {
+        cat >&2 <<EOF
+make-model: could not clone $ALLMUSIC_REPOSITORY.
+Get its Dataset/Q1..Q4 folders another way and run again with --allmusic-audio DIR, DIR
+holding Dataset/Q1..Q4/<song>.mp3; or leave these clips out with --no-allmusic.
+EOF
+        return 3
+      }
+    fi
+  fi
+  [[ -d "$src/Dataset/Q1" ]] || { echo "make-model: $src has no Dataset/Q1 folder: not the 4Q clips" >&2; return 3; }
+  mkdir -p "$CACHE/allmusic"
+  ln -sfn "$src/Dataset" "$CACHE/allmusic/Dataset"
+}
+
+split_allmusic() {  # the artist-disjoint split of models/data/allmusic-4q.csv
+  rm -rf "$CACHE/datasets/allmusic"
+  genre dataset split "$CACHE/allmusic" "$CACHE/datasets/allmusic" --manifest "$REPO/models/data/allmusic-4q.csv" \
+    --group-by artist
+}
+
 read -r -a train_flags <<< "$TRAIN_FLAGS"
 read -r -a evaluate_flags <<< "$EVALUATE_FLAGS"
 read -r -a crossval_flags <<< "$CROSSVAL_FLAGS"
@@ -174,12 +213,25 @@ else
   REAL="$CACHE/datasets/emotify"
 fi
 
+# b2. real recordings of the genres the renders alone teach (blues, country, folk, hiphop, jazz)
+ALLMUSIC=() ALLMUSIC_TEST=() ALLMUSIC_TRAIN=()
+if [[ $NO_ALLMUSIC == 0 ]]; then
+  if [[ -n "$ALLMUSIC_DIR" ]]; then
+    AM="$ALLMUSIC_DIR"
+  else
+    step allmusic-audio "$CACHE/allmusic/Dataset" allmusic_audio
+    step allmusic-split "$CACHE/datasets/allmusic/split.csv" split_allmusic
+    AM="$CACHE/datasets/allmusic"
+  fi
+  ALLMUSIC=("allmusic=$AM") ALLMUSIC_TEST=("allmusic=$AM/test") ALLMUSIC_TRAIN=(--train "$AM/train")
+fi
+
 # c. train, d. evaluate and cross-validate
-step train "$OUT/model.keras" genre train "real=$REAL" "midi=$MIDI_TRAIN" --out "$OUT" --jobs "$JOBS" "${train_flags[@]}"
-step evaluate "$OUT/report.json" genre evaluate "$OUT" "real=$REAL/test" "midi=$MIDI_TEST" \
-  --train "$REAL/train" --train "$MIDI_TRAIN/train" --out "$OUT" --jobs "$JOBS" "${evaluate_flags[@]}"
+step train "$OUT/model.keras" genre train "real=$REAL" "midi=$MIDI_TRAIN" "${ALLMUSIC[@]}" --out "$OUT" --jobs "$JOBS" "${train_flags[@]}"
+step evaluate "$OUT/report.json" genre evaluate "$OUT" "real=$REAL/test" "midi=$MIDI_TEST" "${ALLMUSIC_TEST[@]}" \
+  --train "$REAL/train" --train "$MIDI_TRAIN/train" "${ALLMUSIC_TRAIN[@]}" --out "$OUT" --jobs "$JOBS" "${evaluate_flags[@]}"
 if [[ $SKIP_CV == 0 ]]; then
-  step crossval "$CV_OUT/crossval.json" genre crossval "real=$REAL" "midi=$MIDI_CV" --out "$CV_OUT" --jobs "$JOBS" \
+  step crossval "$CV_OUT/crossval.json" genre crossval "real=$REAL" "midi=$MIDI_CV" "${ALLMUSIC[@]}" --out "$CV_OUT" --jobs "$JOBS" \
     "${crossval_flags[@]}"
 fi
 
