@@ -68,15 +68,17 @@ class Settings:
     Vamp arrays only (cheaper, but models trained on v2 refuse it)."""
     chunk_schema: int = field(default=1, metadata={"env": "GENRE_CHUNK_SCHEMA"})
     """Chunker: the chunk schema it writes. 1: float32 PCM, 2.65 MB a chunk, bit-exact, so
-    verdicts equal `genre classify`'s; 2: 24-bit block floating point in FLAC (about 0.54 of
-    the bytes; features of 24-bit sources exact, of decoded MP3s not: probabilities move by
-    up to a few thousandths). The extractor reads both."""
+    verdicts equal `genre classify`'s; 2: 24-bit block floating point in FLAC (0.62 of the
+    bytes on real MP3s, 0.31 on 16-bit sources; sources of up to 24 bits stay exact,
+    decoded MP3s do not: probabilities move by up to a few thousandths). The extractor
+    reads both."""
     chunk_bits: int = field(default=24, metadata={"env": "GENRE_CHUNK_BITS"})
     """Chunker, schema 2 only: significant bits kept per 4,096-sample block (16-24). Below
     24 the samples are rounded first (`pcm_codec.round_bits`) and FLAC stores the zero low
-    bits for free: about 1/16 of a float32 chunk less per bit dropped. From 17 up, 16-bit
-    sources stay exact; bench/chunk_encoding.py measures what each setting does to the
-    features and the model's probabilities. The extractor needs no setting."""
+    bits for free: about 1/32 of a float32 chunk less per bit dropped (18 bits: 0.44 of
+    float32 on real MP3s). From 17 up, 16-bit sources stay exact; bench/chunk_encoding.py
+    measures what each setting does to the features and the model's probabilities. The
+    extractor needs no setting."""
     min_chunk_seconds: float = field(default=10.0, metadata={"env": "GENRE_MIN_CHUNK_SECONDS"})
     """A final partial chunk shorter than this is dropped; a song shorter than this is an error."""
     decode_timeout_s: float = field(default=600.0, metadata={"env": "GENRE_DECODE_TIMEOUT_S"})

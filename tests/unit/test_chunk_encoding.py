@@ -115,7 +115,7 @@ def test_rounded_chunks_keep_their_bits_through_the_24_bit_stream_and_shrink(bit
     np.testing.assert_array_equal(pcm_codec.decode(enc), r)  # the unchanged decoder, bit for bit
     step = np.repeat(np.ldexp(1.0, pcm_codec.block_exponents(x).astype(np.int64) - bits), pcm_codec.BLOCK)
     assert np.all(np.abs(r.astype(np.float64) - x) <= step[: x.size])  # half a step of `bits`
-    # each bit dropped saves about 1/8 of the 24-bit stream's bits per sample
+    # each bit dropped saves about one bit per sample (N / 8 bytes)
     full = pcm_codec.encode(x, SR).nbytes
     assert enc.nbytes < full - (pcm_codec.BITS - bits) * 0.9 * N / 8
 
