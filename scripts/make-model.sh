@@ -154,10 +154,19 @@ EOF
   ln -sfn "$src" "$CACHE/emotify/data"
 }
 
-split_real() {  # the Emotify manifest's artist-disjoint split
-  rm -rf "$CACHE/datasets/emotify"
-  genre dataset split "$CACHE/emotify" "$CACHE/datasets/emotify" --manifest "$SHARED/data/real/emotify.csv" \
-    --group-by artist
+split_by_manifest() {  # split_by_manifest NAME MANIFEST: $CACHE/NAME into $CACHE/datasets/NAME by the manifest
+  rm -rf "$CACHE/datasets/$1"
+  genre dataset split "$CACHE/$1" "$CACHE/datasets/$1" --manifest "$2" --group-by artist
+}
+
+# real_source VAR GIVEN NAME AUDIO FETCH MANIFEST: VAR becomes GIVEN (a data set split before) when
+# given, else $CACHE/datasets/NAME, split by MANIFEST from the clips FETCH brings to AUDIO.
+real_source() {
+  local -n dataset="$1"
+  if [[ -n "$2" ]]; then dataset="$2"; return 0; fi
+  step "$3-audio" "$4" "$5"
+  step "$3-split" "$CACHE/datasets/$3/split.csv" split_by_manifest "$3" "$6"
+  dataset="$CACHE/datasets/$3"
 }
 
 allmusic_audio() {  # $CACHE/allmusic/Dataset: the folder given, or Dataset/ of a sparse shallow clone
@@ -182,12 +191,6 @@ EOF
   ln -sfn "$src/Dataset" "$CACHE/allmusic/Dataset"
 }
 
-split_allmusic() {  # the artist-disjoint split of models/data/allmusic-4q.csv
-  rm -rf "$CACHE/datasets/allmusic"
-  genre dataset split "$CACHE/allmusic" "$CACHE/datasets/allmusic" --manifest "$REPO/models/data/allmusic-4q.csv" \
-    --group-by artist
-}
-
 read -r -a train_flags <<< "$TRAIN_FLAGS"
 read -r -a evaluate_flags <<< "$EVALUATE_FLAGS"
 read -r -a crossval_flags <<< "$CROSSVAL_FLAGS"
@@ -205,24 +208,12 @@ else
 fi
 
 # b. the real recordings
-if [[ -n "$REAL_DIR" ]]; then
-  REAL="$REAL_DIR"
-else
-  step real-audio "$CACHE/emotify/data" real_audio
-  step real-split "$CACHE/datasets/emotify/split.csv" split_real
-  REAL="$CACHE/datasets/emotify"
-fi
+real_source REAL "$REAL_DIR" emotify "$CACHE/emotify/data" real_audio "$SHARED/data/real/emotify.csv"
 
 # b2. real recordings of the genres the renders alone teach (blues, country, folk, hiphop, jazz)
 ALLMUSIC=() ALLMUSIC_TEST=() ALLMUSIC_TRAIN=()
 if [[ $NO_ALLMUSIC == 0 ]]; then
-  if [[ -n "$ALLMUSIC_DIR" ]]; then
-    AM="$ALLMUSIC_DIR"
-  else
-    step allmusic-audio "$CACHE/allmusic/Dataset" allmusic_audio
-    step allmusic-split "$CACHE/datasets/allmusic/split.csv" split_allmusic
-    AM="$CACHE/datasets/allmusic"
-  fi
+  real_source AM "$ALLMUSIC_DIR" allmusic "$CACHE/allmusic/Dataset" allmusic_audio "$REPO/models/data/allmusic-4q.csv"
   ALLMUSIC=("allmusic=$AM") ALLMUSIC_TEST=("allmusic=$AM/test") ALLMUSIC_TRAIN=(--train "$AM/train")
 fi
 
