@@ -20,7 +20,9 @@ reference row perturbs every sample of the float32 chunk by one unit in the last
 coefficient near zero, a valley in near silence), so an encoding is judged there
 against float32's own resolution. With --model, the model's chunk probabilities from
 the float32 chunks and from the v2-decoded ones (under its own feature spec) are compared:
-the largest probability change and how many chunks change their top genre.
+the largest probability change and how many chunks change their top genre; likewise for
+features schema 2 (the log-mel in 16-bit fixed point, `shared/schemas.py`), alone and with
+chunks at 18 bits (what docker-compose.yml and k8s/ deploy).
 """
 
 from __future__ import annotations
@@ -284,27 +286,41 @@ def main() -> int:
 
 
 def compare_model(path: str, chunks: list[tuple[str, str, np.ndarray]]) -> None:
+    from shared.featurespec import ChunkFeatures
     from shared.features import extract_chunk
     from shared.model import ModelArtifact
+    from shared.schemas import Features, decode
 
     model = ModelArtifact.load(path)
 
-    def probabilities(pcms: list[np.ndarray]) -> np.ndarray:
-        feats = [extract_chunk(x, model.spec, extract_features) for x in pcms]
+    def wire(f: ChunkFeatures, schema: int) -> ChunkFeatures:
+        """What the classifier decodes from a features record of `schema`."""
+        msg = Features(song_id="x", filename="x", index=0, last=False, spec_id=model.spec.id, arrays=f.arrays())
+        return ChunkFeatures(**decode(msg.encode(schema), Features).arrays)
+
+    def probabilities(pcms: list[np.ndarray], features_schema: int = 1) -> np.ndarray:
+        feats = [wire(extract_chunk(x, model.spec, extract_features), features_schema) for x in pcms]
         return np.concatenate([model.predict(feats[i : i + 16]) for i in range(0, len(feats), 16)])
 
-    p0 = probabilities([x for _, _, x in chunks])
-    for bits in MODEL_BITS:
-        p1 = probabilities([pcm_codec.decode(pcm_codec.encode(pcm_codec.round_bits(x, bits), SR))
-                            for _, _, x in chunks])
+    def report(p1: np.ndarray, what: str) -> None:
         for kind in ("real", "16-bit"):
             idx = [i for i, c in enumerate(chunks) if c[0] == kind]
             if not idx:
                 continue
             d = float(np.max(np.abs(p1[idx] - p0[idx])))
             flips = int(np.sum(np.argmax(p1[idx], 1) != np.argmax(p0[idx], 1)))
-            print(f"model {model.name}, v2 at {bits} bits, on {kind} chunks: largest probability change "
+            print(f"model {model.name}, {what}, on {kind} chunks: largest probability change "
                   f"{d:.2g}, top genre changed on {flips} of {len(idx)} chunks")
+
+    p0 = probabilities([x for _, _, x in chunks])
+    for bits in MODEL_BITS:
+        report(probabilities([pcm_codec.decode(pcm_codec.encode(pcm_codec.round_bits(x, bits), SR))
+                              for _, _, x in chunks]), f"v2 at {bits} bits")
+    if model.spec.version < 2:
+        return  # no log-mel: features schema 2 writes the same bytes
+    report(probabilities([x for _, _, x in chunks], 2), "features schema 2 (the log-mel in 16 bits)")
+    report(probabilities([pcm_codec.decode(pcm_codec.encode(pcm_codec.round_bits(x, 18), SR))
+                          for _, _, x in chunks], 2), "chunk v2 at 18 bits and features schema 2 (compose, k8s)")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python bench/classifier.py [--chunks 4000] [--warmup 16000] [--model models/default] [--threads 1]
                                [--batch 128] [--wait-ms 50] [--light 200] [--light-rate 20]
-                               [--offline-batch 512] [--offline-seconds 60]
+                               [--offline-batch 512] [--offline-seconds 60] [--features-schema 1]
 
 In one run, on this machine, with the same TensorFlow thread limits everywhere, the same
 model artifact and the same feature chunks: a bank of 8 chunks of generated audio whose
@@ -20,7 +20,9 @@ and the model's spec id.
    `python -m services.classifier` drains them, and the bench waits without reading.
    Throughput is taken from the CreateTime stamps of the prediction records of the last
    --chunks (from the first one's time; the records written at that same time, the rest
-   of its batch, are not counted). Goal: >= 0.8 x the ceiling.
+   of its batch, are not counted). Goal: >= 0.8 x the ceiling. The records are features
+   schema --features-schema (1: float32; 2: the log-mel in 16 bits, as compose and k8s run
+   the extractor); the service's peak RSS is printed after the drain.
    The warm-up is there for the broker: a freshly started JVM spends much of its CPU in
    its JIT compiler for the first ~16,000 chunks (printed: "broker JIT compiler"), CPU
    that a broker in production, running for weeks, no longer spends. The warm-up's own
@@ -176,11 +178,11 @@ def _timed(fn, arg) -> float:  # noqa: ANN001
     return time.perf_counter() - t0
 
 
-def features_message(song: str, index: int, last: bool, chunk, spec_id: str) -> bytes:  # noqa: ANN001
+def features_message(song: str, index: int, last: bool, chunk, spec_id: str, schema: int = 1) -> bytes:  # noqa: ANN001
     from shared.schemas import Features, now
 
     return Features(song_id=song, filename=f"{song}.flac", index=index, last=last, spec_id=spec_id,
-                    arrays=chunk.arrays(), produced_at=now()).encode()
+                    arrays=chunk.arrays(), produced_at=now()).encode(schema)
 
 
 def main() -> int:
@@ -198,6 +200,9 @@ def main() -> int:
     ap.add_argument("--light", type=int, default=200, help="chunks for the light-load latency")
     ap.add_argument("--light-rate", type=float, default=20.0, help="chunks per second under light load")
     ap.add_argument("--partitions", type=int, default=12)
+    ap.add_argument("--features-schema", type=int, default=1, choices=(1, 2),
+                    help="schema of the pre-produced features records (GENRE_FEATURES_SCHEMA of the extractor; "
+                         "2: the log-mel in 16 bits)")
     ap.add_argument("--warmup", type=int, default=16000,
                     help="chunks drained before the measured ones (a fresh broker's JIT compiles for ~16000)")
     args = ap.parse_args()
@@ -239,12 +244,13 @@ def main() -> int:
         total = w + n
         produce_s = harness.pre_produce(
             settings, settings.topic_features, total,
-            lambda song, index, last, k: features_message(song, index, last, bank[k % len(bank)], art.spec.id))
-        mb = total * len(features_message("x" * 13, 0, False, bank[0], art.spec.id)) / 1e6
+            lambda song, index, last, k: features_message(song, index, last, bank[k % len(bank)], art.spec.id,
+                                                          args.features_schema))
+        mb = total * len(features_message("x" * 13, 0, False, bank[0], art.spec.id, args.features_schema)) / 1e6
         print(f"pre-produced {w} + {n} feature messages ({mb:.0f} MB) in {produce_s:.1f} s")
         proc = harness.start_service("classifier", env, log)
         pids = harness.process_pids("classifier", proc, broker, "bench (this process, waiting)")
-        sampler = harness.CpuSampler(pids, harness.broker_jit(broker)).start()
+        sampler = harness.CpuSampler(pids, harness.broker_threads(broker)).start()
         harness.wait_until_written(settings, settings.topic_predictions, total, timeout=600 + total / 10)
         sampler.stop()
         preds = harness.read_all(settings, settings.topic_predictions, total, timeout=120)
@@ -272,6 +278,8 @@ def main() -> int:
               f"{sustained * batch_s / args.batch:.2f}")
         # Where the machine's CPU went in the sustained window: what caps the service here.
         print(harness.cpu_line(sampler, ts[k0], ts[-1], len(ts) - 1 - k0, ceiling, "offline predict alone"))
+        rss = harness.peak_rss_mb(proc.pid)
+        print(f"classifier service peak RSS: {rss:.0f} MB" if rss else "classifier service peak RSS: not measured")
         producer = kafka_io.make_producer(settings)  # for the light-load phase
 
         # -- 3. light load ----------------------------------------------------------------
@@ -282,7 +290,7 @@ def main() -> int:
             song, index = f"light-{k // 3:05d}", k % 3
             fut = producer.send(settings.topic_features, key=song.encode(),
                                 value=features_message(song, index, index == 2 or k == m - 1, bank[k % len(bank)],
-                                                       art.spec.id))
+                                                       art.spec.id, args.features_schema))
             producer.flush()
             sent[(song, index)] = fut.get(timeout=30).timestamp / 1000.0
             time.sleep(rng.exponential(1.0 / args.light_rate))

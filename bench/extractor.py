@@ -1,6 +1,7 @@
 """The extractor service's sustained throughput from Kafka against its compute alone.
 
-    python bench/extractor.py [--chunks 400] [--runs 20] [--partitions 12] [--chunk-version 1 2] [--chunk-bits 24] [--tls]
+    python bench/extractor.py [--chunks 400] [--runs 20] [--partitions 12] [--chunk-version 1 2]
+        [--features-schema 1 [2]] [--chunk-bits 24] [--tls]
 
 In one run, on this machine, one BLAS/FFT thread everywhere:
 
@@ -11,14 +12,17 @@ In one run, on this machine, one BLAS/FFT thread everywhere:
 2. **Service, sustained**, once per --chunk-version: --chunks chunk messages (30 s of PCM
    each; schema 1: float32, 2.65 MB; 2: 24-bit block floating point in FLAC, rounded to
    --chunk-bits as the chunker's GENRE_CHUNK_BITS does; songs of 7 chunks, keyed by song id;
-   the service decodes them) are produced to a fresh topic of a real broker
+   the service decodes them; the service writes features schema --features-schema: one
+   value for every drain, or one per --chunk-version) are produced to a fresh topic of a real broker
    (GENRE_KAFKA_BOOTSTRAP if it answers, else a new LocalBroker in a temporary folder;
    with --tls a new LocalBroker whose clients all speak SASL_SSL)
    before `python -m services.extractor` starts and drains them. Throughput comes from the
    CreateTime stamps of its features records, over the last 95 % (the first 5 % are the
    group join and first fetches). Also: the CPU each process spent per chunk in that
-   window, and the rate the machine's CPUs allow at those costs.
-3. With two versions: the later one against the first (bytes, throughput, broker CPU per
+   window (the broker's split into its JIT compiler, its garbage collector and its data
+   plane: the threads that serve produce and fetch requests), and the rate the machine's
+   CPUs allow at those costs.
+3. With two drains: the later one against the first (bytes, throughput, broker CPU per
    chunk).
 """
 
@@ -48,12 +52,19 @@ def main() -> int:
     ap.add_argument("--chunk-version", type=int, nargs="+", default=[1, 2], choices=(1, 2),
                     help="chunk schemas of the pre-produced records, one drain each on a fresh broker, "
                          "compared with the first (default: 1 2; 2 is the compact encoding)")
+    ap.add_argument("--features-schema", type=int, nargs="+", default=[1], choices=(1, 2),
+                    help="features schema the service writes (GENRE_FEATURES_SCHEMA): one for every drain, or one per "
+                         "--chunk-version (default 1; 2 writes the log-mel in 16 bits)")
     ap.add_argument("--tls", action="store_true",
                     help="every client speaks SASL_SSL (SCRAM-SHA-512 over TLS, as a production cluster should) "
                          "to a new local broker with that listener: the broker then encrypts every byte it serves")
     ap.add_argument("--chunk-bits", type=int, default=24,
                     help="v2 records rounded to these bits per block first, as GENRE_CHUNK_BITS (default 24)")
     args = ap.parse_args()
+    if len(args.features_schema) not in (1, len(args.chunk_version)):
+        ap.error("--features-schema takes one value, or one per --chunk-version")
+    drains = list(zip(args.chunk_version, args.features_schema * len(args.chunk_version)
+                      if len(args.features_schema) == 1 else args.features_schema))
 
     os.environ.update(harness.thread_env(1))
     from threadpoolctl import threadpool_limits
@@ -79,23 +90,20 @@ def main() -> int:
     print(f"compute alone    extract_chunk, spec {spec.id} ({fft_backend()} FFT), 1 thread: {compute:7.1f} chunks/s "
           f"({1000 / compute:.2f} ms/chunk), median of {args.runs}")
 
-    results = {}
-    for version in args.chunk_version:
-        results[version] = drain(args, version, bank, compute, size)
-    if len(results) > 1:
-        base = results[min(results)]
-        print()
-        for version, got in sorted(results.items()):
-            if got is base:
-                continue
-            print(f"v{version} against v{min(results)}: bytes per record {got['bytes'] / base['bytes']:.2f}x, "
-                  f"service throughput {got['rate'] / base['rate']:.2f}x, service / compute alone "
-                  f"{base['rate'] / compute:.2f} -> {got['rate'] / compute:.2f}, "
-                  + (f"broker CPU per chunk {base['broker_ms']:.2f} -> {got['broker_ms']:.2f} ms "
-                     f"({got['broker_ms'] / base['broker_ms'] - 1:+.0%}; without its JIT compiler "
-                     f"{base['broker_work_ms']:.2f} -> {got['broker_work_ms']:.2f} ms, "
-                     f"{got['broker_work_ms'] / base['broker_work_ms'] - 1:+.0%})"
-                     if base["broker_work_ms"] and got["broker_work_ms"] else "broker CPU not measured (external broker)"))
+    results = [drain(args, version, features_schema, bank, compute, size) for version, features_schema in drains]
+    base = results[0]
+    for got in results[1:]:
+        print(f"\n{got['label']} against {base['label']}: bytes per chunk record {got['bytes'] / base['bytes']:.2f}x, "
+              f"per features record {got['features_bytes'] / base['features_bytes']:.2f}x, "
+              f"service throughput {got['rate'] / base['rate']:.2f}x, service / compute alone "
+              f"{base['rate'] / compute:.2f} -> {got['rate'] / compute:.2f}"
+              + (f", service peak RSS {base['rss']:.0f} -> {got['rss']:.0f} MB" if base["rss"] and got["rss"] else ""))
+        if not (base["broker"] and got["broker"]):
+            print("broker CPU not measured (external broker)")
+            continue
+        for part in ("broker", "broker without its JIT compiler", *harness.BROKER_THREADS):
+            if base.get(part) and got.get(part):
+                print(f"  {part} CPU per chunk {base[part]:.2f} -> {got[part]:.2f} ms ({got[part] / base[part] - 1:+.0%})")
     return 0
 
 
@@ -118,9 +126,11 @@ def tls_broker(work: Path) -> tuple[str, object, dict[str, object]]:
         "sasl_password": password, "ssl_cafile": str(pki.ca_file), "ssl_check_hostname": True}
 
 
-def drain(args: argparse.Namespace, version: int, bank: list, compute: float, size: int) -> dict[str, float]:
+def drain(args: argparse.Namespace, version: int, features_schema: int, bank: list, compute: float,
+          size: int) -> dict:
     """Pre-produce --chunks records of chunk schema `version` to a fresh broker, let the
-    service drain them; its sustained rate, the record size and the broker's CPU per chunk."""
+    service drain them writing `features_schema`; its sustained rate, the record sizes and
+    the broker's CPU per chunk (in all and by part)."""
     import msgpack
 
     from shared import pcm_codec
@@ -140,7 +150,7 @@ def drain(args: argparse.Namespace, version: int, bank: list, compute: float, si
             raise SystemExit("a bench chunk does not decode to a whole chunk")
     decode_ms = 1000 * (time.process_time() - t0) / len(bank)
     chunk_bytes = [len(msgpack.packb(w, use_bin_type=True)) for w in wire]
-    label = f"chunk schema v{version}" + (f" at {bits} bits" if version >= 2 else "")
+    label = f"chunk schema v{version}" + (f" at {bits} bits" if version >= 2 else "") + f", features schema {features_schema}"
     print(f"\n{label}: {statistics.mean(chunk_bytes) / 1e6:.2f} MB per record "
           f"(bank of {len(bank)}: {', '.join(f'{b / 1e6:.2f}' for b in chunk_bytes)}), "
           f"decode {decode_ms:.1f} ms CPU per record in this process")
@@ -153,7 +163,7 @@ def drain(args: argparse.Namespace, version: int, bank: list, compute: float, si
     work = Path(tempfile.mkdtemp(prefix="genre-bench-extractor-"))
     bootstrap, broker, security = tls_broker(work) if args.tls else (*external_or_local(work), {})
     settings, env, _ = harness.service_settings(bootstrap, "extractor", 1, partitions=args.partitions,
-                                        extractor_backend="builtin", **security)
+                                                extractor_backend="builtin", features_schema=features_schema, **security)
     proc = None
     log = work / "extractor.log"
     try:
@@ -163,7 +173,7 @@ def drain(args: argparse.Namespace, version: int, bank: list, compute: float, si
         print(f"pre-produced {n} chunk messages ({total / 1e6:.0f} MB) in {produce_s:.1f} s")
         proc = harness.start_service("extractor", env, log)
         sampler = harness.CpuSampler(harness.process_pids("extractor", proc, broker, "bench (this process, waiting)"),
-                                     harness.broker_jit(broker)).start()
+                                     harness.broker_threads(broker)).start()
         harness.wait_until_written(settings, settings.topic_features, n, timeout=600 + n)
         sampler.stop()
         feats = harness.read_all(settings, settings.topic_features, n, timeout=120)
@@ -174,16 +184,21 @@ def drain(args: argparse.Namespace, version: int, bank: list, compute: float, si
         print(f"service sustained {n} chunks from Kafka: {sustained:7.1f} chunks/s "
               f"(first to last features record over {ts[-1] - ts[0]:.1f} s)")
         print(f"ratio service / compute alone: {sustained / compute:.2f}")
+        features_bytes = statistics.mean(len(r.value) for r in feats[:n])
+        print(f"features records: {features_bytes / 1e6:.3f} MB each (mean)")
         print(harness.cpu_line(sampler, ts[k0], ts[-1], n - 1 - k0, compute, "extract_chunk alone"))
-        broker_s = sampler.used("broker", ts[k0], ts[-1])
-        jit_s = sampler.used("broker JIT compiler", ts[k0], ts[-1]) or 0.0
+        per_chunk = 1000 / (n - 1 - k0)
+        cpu = {part: per_chunk * used for part in ("broker", *harness.BROKER_THREADS)
+               if (used := sampler.used(part, ts[k0], ts[-1])) is not None}
+        if "broker" in cpu:
+            cpu["broker without its JIT compiler"] = cpu["broker"] - cpu.get("broker JIT compiler", 0.0)
+        rss = harness.peak_rss_mb(proc.pid)
+        print(f"extractor service peak RSS: {rss:.0f} MB" if rss else "extractor service peak RSS: not measured")
     finally:
         harness.tear_down(proc, settings, broker)
     print(f"service log: {log}")
-    per_chunk = 1000 / (n - 1 - k0)
-    return {"rate": sustained, "bytes": statistics.mean(chunk_bytes),
-            "broker_ms": per_chunk * broker_s if broker_s else 0.0,
-            "broker_work_ms": per_chunk * (broker_s - jit_s) if broker_s else 0.0}
+    return {"label": label, "rate": sustained, "bytes": statistics.mean(chunk_bytes), "features_bytes": features_bytes,
+            "rss": rss, "broker": 0.0, **cpu}
 
 
 if __name__ == "__main__":

@@ -134,8 +134,14 @@ def _comm(pid: int, tid: str) -> str:
         return ""
 
 
-JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
-"""HotSpot's JIT compiler threads (their names as /proc shows them: 15 characters)."""
+BROKER_THREADS = {
+    "broker JIT compiler": ("C1 CompilerThre", "C2 CompilerThre"),
+    "broker GC": ("GC Thread", "G1 "),
+    "broker data plane": ("data-plane-kafk",),
+}
+"""A Kafka JVM's threads by part, as /proc names them (15 characters): HotSpot's JIT
+compilers, its garbage collector, and the network and request-handler threads that serve
+produce and fetch requests (the rest: raft, controller, group coordinator, schedulers)."""
 
 
 class CpuSampler:
@@ -205,6 +211,15 @@ class CpuSampler:
         return b[1] - a[1] if b[0] > a[0] else None
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """A live process's peak resident memory (VmHWM) in MB; None when /proc lacks it."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return int(next(line for line in fh if line.startswith("VmHWM:")).split()[1]) / 1024
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 def process_pids(service: str, proc: Any, broker: Any, me: str) -> dict[str, int]:
     """The service's process (none when `proc` is None), this process (named `me`) and a
     LocalBroker's JVM, if any."""
@@ -215,10 +230,10 @@ def process_pids(service: str, proc: Any, broker: Any, me: str) -> dict[str, int
     return pids
 
 
-def broker_jit(broker: Any) -> dict[str, tuple[int, tuple[str, ...]]]:
-    """A LocalBroker's JIT compiler threads, for CpuSampler(threads=...)."""
+def broker_threads(broker: Any) -> dict[str, tuple[int, tuple[str, ...]]]:
+    """A LocalBroker's thread groups (BROKER_THREADS), for CpuSampler(threads=...)."""
     broker_proc = getattr(broker, "_proc", None)
-    return {} if broker_proc is None else {"broker JIT compiler": (broker_proc.pid, JIT_THREADS)}
+    return {} if broker_proc is None else {k: (broker_proc.pid, v) for k, v in BROKER_THREADS.items()}
 
 
 def sustained_window(records: list, n: int, skip: int = 0, end: int | None = None) -> tuple[Any, int, float]:

@@ -11,7 +11,7 @@ import math
 import re
 import time
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, Mapping, TypeVar
+from typing import Any, ClassVar, Collection, Mapping, TypeVar
 
 import msgpack
 import numpy as np
@@ -25,6 +25,14 @@ CHUNK_SCHEMA_VERSION = 2
 median 1.4 MB a 30-s chunk of real music); v1: raw float32 (2.65 MB). Chunkers write v2;
 extractors read both, so a rolling upgrade mixes them without a dead letter."""
 CHUNK_READ_VERSIONS = frozenset({1, CHUNK_SCHEMA_VERSION})
+FEATURES_SCHEMA_VERSION = 2
+"""Features v2: the log-mel (85 % of a v1 record) in 16-bit fixed point over its own range
+(`pack_fixed16`: at most half a step, range / 131,070, off: ~4e-5 of a 0-5 log-mel), the
+Vamp arrays float32 as in v1 (their contract with sonic-annotator is 1e-4), so a spec-v2
+record is 0.57 of v1's bytes. Extractors write GENRE_FEATURES_SCHEMA; classifiers read both."""
+FEATURES_READ_VERSIONS = frozenset({1, FEATURES_SCHEMA_VERSION})
+FIXED16_ARRAYS = frozenset({"logmel"})
+"""The features arrays v2 writes in 16-bit fixed point: inputs of a network, not of the contract."""
 MAX_MESSAGE_BYTES = 3 * 1024 * 1024
 """Upper bound of any message. The largest are the v1 float32 chunks (2.65 MB), still
 read during an upgrade; a v2 chunk is at most ~2.0 MB (FLAC's verbatim fallback, 3 bytes
@@ -59,11 +67,11 @@ def pack_array(a: np.ndarray) -> dict[str, Any]:
     return {"dtype": str(a.dtype), "shape": list(a.shape), "data": a.tobytes()}
 
 
-def unpack_array(d: Any, name: str) -> np.ndarray:
+def unpack_array(d: Any, name: str, allowed: Collection[str] = ALLOWED_DTYPES) -> np.ndarray:
     if not isinstance(d, dict) or set(d) != {"dtype", "shape", "data"}:
         raise SchemaError(f"{name}: expected an array map with dtype, shape, data")
     dtype, shape, data = d["dtype"], d["shape"], d["data"]
-    if dtype not in ALLOWED_DTYPES:
+    if dtype not in allowed:
         raise SchemaError(f"{name}: dtype {dtype!r} not allowed")
     if (
         not isinstance(shape, list)
@@ -77,6 +85,45 @@ def unpack_array(d: Any, name: str) -> np.ndarray:
     if math.prod(shape) * itemsize != len(data):
         raise SchemaError(f"{name}: {len(data)} bytes do not fill shape {shape} of {dtype}")
     return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+FIXED16_CODEC = "u16-affine"
+FIXED16_KEYS = frozenset({"codec", "shape", "lo", "step", "data"})
+FIXED16_LEVELS = 65535
+
+
+def pack_fixed16(a: np.ndarray) -> dict[str, Any]:
+    """A float32 array as little-endian uint16 steps over [min, max]: lo + q * step, at
+    most step / 2 off (plus float32 rounding). Not finite, or empty: the exact float32 map
+    (a reader tells the two by their keys)."""
+    if a.dtype != np.float32:
+        raise SchemaError(f"dtype {a.dtype} not allowed (fixed point is written from float32)")
+    if a.size == 0 or not np.isfinite(a).all():
+        return pack_array(a)
+    lo, hi = float(a.min()), float(a.max())
+    step = (hi - lo) / FIXED16_LEVELS or 1.0
+    q = np.rint((a - np.float32(lo)) * np.float32(1.0 / step))
+    np.clip(q, 0, FIXED16_LEVELS, out=q)
+    return {"codec": FIXED16_CODEC, "shape": list(a.shape), "lo": lo, "step": step,
+            "data": q.astype("<u2").tobytes()}
+
+
+def unpack_fixed16(d: Any, name: str) -> np.ndarray:
+    """float32 values of a `pack_fixed16` map, or of a plain float32 array map."""
+    if isinstance(d, dict) and "codec" not in d:
+        return unpack_array(d, name)
+    if not isinstance(d, dict) or set(d) != FIXED16_KEYS:
+        raise SchemaError(f"{name}: expected a fixed-point map with {', '.join(sorted(FIXED16_KEYS))}")
+    codec, shape, lo, step, data = d["codec"], d["shape"], d["lo"], d["step"], d["data"]
+    if codec != FIXED16_CODEC:
+        raise SchemaError(f"{name}: codec {codec!r} is not supported (expected {FIXED16_CODEC!r})")
+    if not all(isinstance(v, float) and math.isfinite(v) for v in (lo, step)) or step <= 0:
+        raise SchemaError(f"{name}: lo and step must be finite floats, step positive")
+    q = unpack_array({"dtype": "uint16", "shape": shape, "data": data}, name, allowed=("uint16",))
+    out = q.astype(np.float32)
+    out *= np.float32(step)
+    out += np.float32(lo)
+    return out
 
 
 # --- messages ----------------------------------------------------------------------------
@@ -93,19 +140,27 @@ class Message:
     READS: ClassVar[frozenset[int]] = frozenset({SCHEMA_VERSION})
     """The schema versions this type decodes."""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, version: int | None = None) -> dict[str, Any]:
+        """The wire map of schema `version` (default VERSION; any version this type reads,
+        for readers not yet upgraded)."""
+        version = self.VERSION if version is None else version
+        if version not in self.READS:
+            raise SchemaError(f"{self.TYPE} schema version {version} cannot be written")
         # Shallow: no field holds a dataclass, and msgpack copies what it packs
         # (dataclasses.asdict deep-copies, a hot spot in the classifier's send path).
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.ARRAYS}
         for k in self.ARRAYS:
-            arrays = getattr(self, k)
-            d[k] = {name: pack_array(a) for name, a in arrays.items()} if isinstance(arrays, dict) else pack_array(arrays)
-        d["v"] = self.VERSION
+            d[k] = self._pack_arrays(k, getattr(self, k), version)
+        d["v"] = version
         d["type"] = self.TYPE
         return d
 
-    def encode(self) -> bytes:
-        return msgpack.packb(self.to_dict(), use_bin_type=True)
+    def _pack_arrays(self, name: str, value: Any, version: int) -> Any:
+        """One array field (an array, or a map of names to arrays) as schema `version` writes it."""
+        return {k: pack_array(a) for k, a in value.items()} if isinstance(value, dict) else pack_array(value)
+
+    def encode(self, version: int | None = None) -> bytes:
+        return msgpack.packb(self.to_dict(version), use_bin_type=True)
 
     @classmethod
     def from_dict(cls: type[M], d: Mapping[str, Any]) -> M:
@@ -264,22 +319,8 @@ class Chunk(Message):
     produced_at: float = 0.0
     chunked_at: float = 0.0
 
-    def to_dict(self, version: int = CHUNK_SCHEMA_VERSION) -> dict[str, Any]:
-        """The wire map of schema `version` (2, or 1 for a reader not yet upgraded)."""
-        if version == 1:
-            d = super().to_dict()
-            d["v"] = 1
-            return d
-        if version != CHUNK_SCHEMA_VERSION:
-            raise SchemaError(f"chunk schema version {version} cannot be written")
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "pcm"}
-        d["pcm"] = pack_pcm(np.asarray(self.pcm), self.sample_rate)
-        d["v"] = CHUNK_SCHEMA_VERSION
-        d["type"] = self.TYPE
-        return d
-
-    def encode(self, version: int = CHUNK_SCHEMA_VERSION) -> bytes:
-        return msgpack.packb(self.to_dict(version), use_bin_type=True)
+    def _pack_arrays(self, name: str, value: Any, version: int) -> Any:
+        return pack_array(value) if version == 1 else pack_pcm(np.asarray(value), self.sample_rate)
 
     @classmethod
     def _unpack_arrays(cls, name: str, value: Any, version: int) -> Any:
@@ -303,10 +344,13 @@ OPTIONAL_FEATURE_ARRAYS = frozenset({"logmel"})  # feature spec v2
 
 @dataclass
 class Features(Message):
-    """One chunk's feature arrays under the spec `spec_id` (v2 adds logmel: ~0.85 MB in all)."""
+    """One chunk's feature arrays under the spec `spec_id` (spec v2 adds logmel: 0.84 MB
+    in all as schema v1 writes it, float32; 0.48 MB as v2 does, the log-mel in 16 bits)."""
 
     TYPE: ClassVar[str] = "features"
     ARRAYS: ClassVar[tuple[str, ...]] = ("arrays",)
+    VERSION: ClassVar[int] = FEATURES_SCHEMA_VERSION
+    READS: ClassVar[frozenset[int]] = FEATURES_READ_VERSIONS
     song_id: str
     filename: str
     index: int
@@ -316,6 +360,18 @@ class Features(Message):
     error: str = ""
     produced_at: float = 0.0
     extract_seconds: float = 0.0
+
+    def _pack_arrays(self, name: str, value: Any, version: int) -> Any:
+        if version == 1:
+            return super()._pack_arrays(name, value, version)
+        return {k: pack_fixed16(a) if k in FIXED16_ARRAYS else pack_array(a) for k, a in value.items()}
+
+    @classmethod
+    def _unpack_arrays(cls, name: str, value: Any, version: int) -> Any:
+        if version == 1 or not isinstance(value, dict):
+            return super()._unpack_arrays(name, value, version)
+        return {k: (unpack_fixed16 if k in FIXED16_ARRAYS else unpack_array)(a, f"{name}.{k}")
+                for k, a in value.items() if isinstance(k, str)}
 
     def validate(self) -> None:
         super().validate()

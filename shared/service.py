@@ -410,7 +410,7 @@ class StreamService(Generic[In]):
                 try:
                     out = next(outputs, None)
                     while out is not None:
-                        value = out.message.encode() if out.version is None else out.message.encode(out.version)  # type: ignore[call-arg]
+                        value = out.message.encode(out.version)
                         futures.append(producer.send(out.topic, key=out.key.encode("utf-8"), value=value))  # type: ignore[attr-defined]
                         self.metrics.messages_out.labels(self.name, out.topic).inc()
                         outstanding += len(value)

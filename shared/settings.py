@@ -79,6 +79,11 @@ class Settings:
     float32 on real MP3s). From 17 up, 16-bit sources stay exact; bench/chunk_encoding.py
     measures what each setting does to the features and the model's probabilities. The
     extractor needs no setting."""
+    features_schema: int = field(default=1, metadata={"env": "GENRE_FEATURES_SCHEMA"})
+    """Extractor: the features schema it writes. 1: every array float32 (a spec-v2 record is
+    0.84 MB), so verdicts equal `genre classify`'s; 2: the log-mel in 16-bit fixed point
+    over its range (0.48 MB; the log-mel within ~4e-5, the Vamp arrays exact). Upgrade
+    the classifiers (they read both) before an extractor writes 2."""
     min_chunk_seconds: float = field(default=10.0, metadata={"env": "GENRE_MIN_CHUNK_SECONDS"})
     """A final partial chunk shorter than this is dropped; a song shorter than this is an error."""
     decode_timeout_s: float = field(default=600.0, metadata={"env": "GENRE_DECODE_TIMEOUT_S"})

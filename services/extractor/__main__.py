@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 from shared.features import extract_chunk
 from shared.featurespec import ChunkFeatures, FeatureSpec, spec_by_version
 from shared.metrics import ServiceMetrics
-from shared.schemas import Chunk, Features
+from shared.schemas import FEATURES_READ_VERSIONS, Chunk, Features
 from shared.service import Output, StartupError, StopFlag, StreamService, run_service
 from shared.settings import Settings
 
@@ -42,7 +42,7 @@ def chunk_features(chunk: Chunk, settings: Settings, spec: FeatureSpec,
         song_id=chunk.song_id, filename=chunk.filename, index=chunk.index, last=chunk.last,
         spec_id=spec.id, arrays=arrays, error=error, produced_at=chunk.produced_at,
         extract_seconds=time.perf_counter() - started,
-    ))
+    ), settings.features_schema)
 
 
 def build(settings: Settings, metrics: ServiceMetrics, stop: StopFlag) -> StreamService[Chunk]:
@@ -53,6 +53,9 @@ def build(settings: Settings, metrics: ServiceMetrics, stop: StopFlag) -> Stream
         spec = spec_by_version(settings.feature_spec)
     except ValueError as exc:
         raise StartupError(f"GENRE_FEATURE_SPEC={settings.feature_spec}: {exc}") from None
+    if settings.features_schema not in FEATURES_READ_VERSIONS:
+        raise StartupError(f"GENRE_FEATURES_SCHEMA={settings.features_schema}: not a features schema "
+                           f"(one of {sorted(FEATURES_READ_VERSIONS)}; 1 is float32, 2 the log-mel in 16 bits)")
     try:
         extract = get_extractor(settings.extractor_backend)
     except (ValueError, SonicAnnotatorError) as exc:

@@ -37,18 +37,20 @@ def _songs(root: Path) -> list[Path]:
     ]
 
 
-@pytest.mark.parametrize("chunks", ["float32", "v2-18-bits"])
+@pytest.mark.parametrize("chunks", ["float32", "compact"])
 def test_shipped_model_through_the_pipeline_agrees_with_classify(shipped, tmp_path, chunks):
-    """Float32 chunks (schema 1, the default) give classify's probabilities to 1e-4; compact
-    chunks (schema 2, rounded to 18 bits, as compose and k8s deploy the chunker) the same
-    verdicts, with probabilities within 5e-2: this synthetic MP3 of clicks in near silence is
-    the worst case for rounding (measured 0.015; real MP3s: bench/chunk_encoding.py)."""
+    """Float32 records (chunk and features schema 1, the defaults) give classify's
+    probabilities to 1e-4; compact ones (chunk schema 2 rounded to 18 bits, features schema
+    2 with the log-mel in 16 bits, as compose and k8s deploy them) the same verdicts, with
+    probabilities within 5e-2: this synthetic MP3 of clicks in near silence is the worst case
+    for rounding (measured 0.015; real MP3s: bench/chunk_encoding.py)."""
     meta = json.loads((SHIPPED / "metadata.json").read_text())
     songs = _songs(tmp_path)
     tolerance = 1e-4
-    if chunks == "v2-18-bits":
-        chunker = shipped.services["chunker"]
+    if chunks == "compact":
+        chunker, extractor = shipped.services["chunker"], shipped.services["extractor"]
         chunker.env = {**chunker.env, "GENRE_CHUNK_SCHEMA": "2", "GENRE_CHUNK_BITS": "18"}
+        extractor.env = {**extractor.env, "GENRE_FEATURES_SCHEMA": "2"}
         tolerance = 5e-2
     shipped.start()
     ids = shipped.produce(*songs)

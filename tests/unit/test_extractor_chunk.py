@@ -25,10 +25,10 @@ def _chunk() -> Chunk:
                  n_samples=n, pcm=pcm)
 
 
-def _features(spec) -> Features:  # noqa: ANN001
-    (out,) = chunk_features(_chunk(), SETTINGS, spec, extract_features, ServiceMetrics("extractor"))
-    assert out.topic == "features"
-    return decode(out.message.encode(), Features)  # what the classifier receives
+def _features(spec, settings: Settings = SETTINGS) -> Features:  # noqa: ANN001
+    (out,) = chunk_features(_chunk(), settings, spec, extract_features, ServiceMetrics("extractor"))
+    assert out.topic == "features" and out.version == settings.features_schema
+    return decode(out.message.encode(out.version), Features)  # what the classifier receives
 
 
 def test_v2_emits_the_vamp_arrays_and_the_log_mel() -> None:
@@ -54,3 +54,18 @@ def test_feature_spec_setting_defaults_to_2_and_a_bad_one_stops_the_extractor() 
         Settings.from_env({"GENRE_FEATURE_SPEC": "v2"})
     with pytest.raises(StartupError, match="GENRE_FEATURE_SPEC=3: unknown feature spec version 3"):
         build(Settings(feature_spec=3), ServiceMetrics("extractor"), StopFlag())
+
+
+def test_features_schema_2_writes_the_log_mel_in_16_bits_and_the_vamp_arrays_exactly() -> None:
+    exact = _features(MEL_SPEC)  # the default, schema 1: float32 throughout
+    assert Settings().features_schema == 1
+    f = _features(MEL_SPEC, Settings(topic_features="features", features_schema=2))
+    for k in ("mfcc", "peaks", "valleys"):
+        np.testing.assert_array_equal(f.arrays[k], exact.arrays[k])
+    err = np.abs(f.arrays["logmel"] - exact.arrays["logmel"])
+    assert 0 < float(err.max()) < 1e-4
+
+
+def test_an_unknown_features_schema_stops_the_extractor_at_startup() -> None:
+    with pytest.raises(StartupError, match="GENRE_FEATURES_SCHEMA=3: not a features schema"):
+        build(Settings(features_schema=3), ServiceMetrics("extractor"), StopFlag())

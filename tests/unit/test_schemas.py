@@ -94,13 +94,15 @@ def v2_feats(**arrays):
     return feats(spec_id=MEL_SPEC.id, arrays={**full, **arrays})
 
 
-def test_v2_features_with_logmel_round_trip_within_the_size_limits():
+@pytest.mark.parametrize("schema, size", [(1, (800_000, 900_000)), (2, (450_000, 500_000))])
+def test_v2_features_with_logmel_round_trip_within_the_size_limits(schema, size):
     from shared.kafka_io import MAX_RECORD_BYTES
     from shared.schemas import MAX_MESSAGE_BYTES
 
     f = v2_feats()
-    raw = f.encode()
-    assert 800_000 < len(raw) < MAX_MESSAGE_BYTES <= MAX_RECORD_BYTES  # ~0.85 MB: the features topic takes it
+    raw = f.encode(schema)
+    # ~0.85 MB as float32, ~0.48 MB with the log-mel in 16 bits: the features topic takes both
+    assert size[0] < len(raw) < size[1] < MAX_MESSAGE_BYTES <= MAX_RECORD_BYTES
     g = decode(raw, Features)
     assert g.spec_id == f.spec_id and set(g.arrays) == {"mfcc", "peaks", "valleys", "logmel"}
     np.testing.assert_array_equal(g.arrays["logmel"], f.arrays["logmel"])
@@ -114,13 +116,16 @@ def test_unknown_arrays_missing_arrays_and_non_float32_logmel_are_rejected():
     with pytest.raises(SchemaError, match="need mfcc, peaks, valleys"):
         decode(feats(arrays=without_peaks).encode(), Features)
     with pytest.raises(SchemaError, match="logmel: expected a 2-D float32"):
-        decode(v2_feats(logmel=np.ones((1876, 96), np.int16)).encode(), Features)
+        decode(v2_feats(logmel=np.ones((1876, 96), np.int16)).encode(1), Features)
+    with pytest.raises(SchemaError, match="int16 not allowed"):
+        v2_feats(logmel=np.ones((1876, 96), np.int16)).encode(2)
     d = v2_feats().to_dict()
     d["arrays"]["logmel"] = {"dtype": "float64", "shape": [1876, 96], "data": np.ones((1876, 96)).tobytes()}
     with pytest.raises(SchemaError, match="logmel: dtype 'float64' not allowed"):
         decode(msgpack.packb(d, use_bin_type=True), Features)
-    with pytest.raises(SchemaError, match="not allowed"):
-        v2_feats(logmel=np.ones((1876, 96))).encode()
+    for schema in (1, 2):
+        with pytest.raises(SchemaError, match="not allowed"):
+            v2_feats(logmel=np.ones((1876, 96))).encode(schema)
 
 
 def sized_features(total: int) -> bytes:
