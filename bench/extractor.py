@@ -1,6 +1,6 @@
 """The extractor service's sustained throughput from Kafka against its compute alone.
 
-    python bench/extractor.py [--chunks 400] [--runs 20] [--partitions 12] [--chunk-version 1 2]
+    python bench/extractor.py [--chunks 400] [--warmup 0] [--runs 20] [--partitions 12] [--chunk-version 1 2]
         [--features-schema 1 [2]] [--chunk-bits 24] [--tls]
 
 In one run, on this machine, one BLAS/FFT thread everywhere:
@@ -18,10 +18,12 @@ In one run, on this machine, one BLAS/FFT thread everywhere:
    with --tls a new LocalBroker whose clients all speak SASL_SSL)
    before `python -m services.extractor` starts and drains them. Throughput comes from the
    CreateTime stamps of its features records, over the last 95 % (the first 5 % are the
-   group join and first fetches). Also: the CPU each process spent per chunk in that
+   group join and first fetches), or with --warmup N over the --chunks after the first N
+   (a fresh broker's JVM compiles its hot paths meanwhile: JIT compiler CPU a long-running
+   broker no longer spends). Also: the CPU each process spent per chunk in that
    window (the broker's split into its JIT compiler, its garbage collector and its data
-   plane: the threads that serve produce and fetch requests), and the rate the machine's
-   CPUs allow at those costs.
+   plane: the threads that serve produce and fetch requests), the rate the machine's CPUs
+   allow at those costs, the features records' size and the service's peak RSS.
 3. With two drains: the later one against the first (bytes, throughput, broker CPU per
    chunk).
 """
@@ -48,6 +50,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, default=400, help="chunk messages pre-produced for the drain")
     ap.add_argument("--runs", type=int, default=20, help="timed calls of the compute-only figure")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="chunks drained before the measured --chunks, so that a fresh broker's JIT compiler has "
+                         "compiled its hot paths, as in a broker that has run for days (default 0)")
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--chunk-version", type=int, nargs="+", default=[1, 2], choices=(1, 2),
                     help="chunk schemas of the pre-produced records, one drain each on a fresh broker, "
@@ -167,7 +172,7 @@ def drain(args: argparse.Namespace, version: int, features_schema: int, bank: li
     proc = None
     log = work / "extractor.log"
     try:
-        n = args.chunks
+        n = args.warmup + args.chunks
         produce_s = harness.pre_produce(settings, settings.topic_chunks, n, record)
         total = sum(chunk_bytes[k % len(bank)] for k in range(n))
         print(f"pre-produced {n} chunk messages ({total / 1e6:.0f} MB) in {produce_s:.1f} s")
@@ -180,9 +185,10 @@ def drain(args: argparse.Namespace, version: int, features_schema: int, bank: li
         bad = [f.error for f in (decode(r.value, Features) for r in feats[:n]) if f.error]
         if bad:
             raise SystemExit(f"{len(bad)} features records carry errors, e.g. {bad[0]}")
-        ts, k0, sustained = harness.sustained_window(feats, n)
-        print(f"service sustained {n} chunks from Kafka: {sustained:7.1f} chunks/s "
-              f"(first to last features record over {ts[-1] - ts[0]:.1f} s)")
+        ts, k0, sustained = harness.sustained_window(feats, n, skip=args.warmup)
+        print(f"service sustained {n - 1 - k0} chunks from Kafka"
+              + (f" after a warm-up of {args.warmup}" if args.warmup else "")
+              + f": {sustained:7.1f} chunks/s (window {ts[-1] - ts[k0]:.1f} s)")
         print(f"ratio service / compute alone: {sustained / compute:.2f}")
         features_bytes = statistics.mean(len(r.value) for r in feats[:n])
         print(f"features records: {features_bytes / 1e6:.3f} MB each (mean)")

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from shared.datapaths import portable_path
+
 logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = frozenset(
@@ -341,11 +343,14 @@ def split_dataset(
         side = sides[item]
         folder = f"{side}/{item.genre}"
         name = _unique_name(item, taken, folder)
-        method = _place(item.path, dest / side / item.genre / name, copy)
+        _place(item.path, dest / side / item.genre / name, copy)
+        # The source as reports name data ($GENRE_DATA_ROOT/..., ~/...), and not how the
+        # file was placed: split.csv is part of the data set's fingerprint, which must not
+        # depend on the machine or the file system that made it.
         rows.append({"path": f"{folder}/{name}", "genre": item.genre, "artist": item.artist or artist_from_name(item.path),
-                     "split": side, "source": str(item.path), "method": method})
+                     "split": side, "source": portable_path(item.path)})
     with open(dest / SPLIT_MANIFEST, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=["path", "genre", "artist", "split", "source", "method"])
+        w = csv.DictWriter(fh, fieldnames=["path", "genre", "artist", "split", "source"])
         w.writeheader()
         w.writerows(rows)
     for g in sorted({i.genre for i in good}):

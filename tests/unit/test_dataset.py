@@ -158,6 +158,24 @@ def test_split_dataset_writes_links_and_reports(tmp_path):
     assert all(s[2].startswith("artist:") for s in songs)
 
 
+def test_split_csv_and_its_fingerprint_do_not_depend_on_where_the_data_set_was_made(tmp_path, monkeypatch):
+    from shared.datapaths import fingerprint
+
+    made = []
+    for machine, copy in (("one", False), ("two", True)):  # two cache folders, linked and copied
+        root = tmp_path / machine
+        for g in ("rock", "jazz"):
+            for a in range(3):
+                touch(root / "clips" / g / f"{g}man{a}-s0.wav", f"{g}{a}".encode())
+        monkeypatch.setenv("GENRE_DATA_ROOT", str(root))
+        split_dataset(root / "clips", root / "dest", seed=0, group_by="artist", probe_audio=False, copy=copy)
+        made.append(root / "dest")
+    rows = list(csv.DictReader(open(made[0] / "split.csv")))
+    assert rows and all(r["source"].startswith("$GENRE_DATA_ROOT/clips/") for r in rows)
+    assert (made[0] / "split.csv").read_bytes() == (made[1] / "split.csv").read_bytes()
+    assert fingerprint(made[0]) == fingerprint(made[1])
+
+
 def test_unreadable_files_are_reported(tmp_path, song_factory):
     src = tmp_path / "src"
     good = song_factory("good.wav", "drone", 12.0, 1)
