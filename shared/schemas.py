@@ -22,8 +22,8 @@ SCHEMA_VERSION = 1
 """The version every message type but the chunk writes and reads."""
 CHUNK_SCHEMA_VERSION = 2
 """Chunk v2: the PCM as 24-bit block floating point under FLAC (`shared/pcm_codec.py`,
-median 1.4 MB a 30-s chunk of real music); v1: raw float32 (2.65 MB). Chunkers write v2;
-extractors read both, so a rolling upgrade mixes them without a dead letter."""
+median 1.65 MB a 30-s chunk of real music, 1.15 MB rounded to 18 bits); v1: raw float32
+(2.65 MB). Chunkers write GENRE_CHUNK_SCHEMA; extractors read both, so a rolling upgrade mixes them without a dead letter."""
 CHUNK_READ_VERSIONS = frozenset({1, CHUNK_SCHEMA_VERSION})
 FEATURES_SCHEMA_VERSION = 2
 """Features v2: the log-mel (85 % of a v1 record) in 16-bit fixed point over its own range
@@ -298,8 +298,8 @@ def unpack_pcm(d: Any, name: str = "pcm") -> np.ndarray:
 @dataclass
 class Chunk(Message):
     """One 30-second chunk of mono PCM at the spec's rate: float32 in memory; on the wire
-    v2 (written) is 24-bit block floating point in FLAC (`pack_pcm`, median 1.4 MB of real
-    music, 0.3-0.9 MB of 16-bit sources), v1 (still read) raw float32 (2.65 MB).
+    v2 (written) is 24-bit block floating point in FLAC (`pack_pcm`, median 1.65 MB of real
+    music, 1.15 MB at 18 bits, 0.5-1.1 MB of 16-bit sources), v1 (still read) raw float32 (2.65 MB).
 
     `last` marks the song's final message; `error` (non-empty) means the song failed at
     this point and carries the reason to the verdict."""
