@@ -19,11 +19,12 @@ import numpy as np
 from shared import pcm_codec
 
 SCHEMA_VERSION = 1
-"""The version every message type but the chunk writes and reads."""
+"""The version every message type but the chunk and the features writes and reads."""
 CHUNK_SCHEMA_VERSION = 2
 """Chunk v2: the PCM as 24-bit block floating point under FLAC (`shared/pcm_codec.py`,
 median 1.65 MB a 30-s chunk of real music, 1.15 MB rounded to 18 bits); v1: raw float32
-(2.65 MB). Chunkers write GENRE_CHUNK_SCHEMA; extractors read both, so a rolling upgrade mixes them without a dead letter."""
+(2.65 MB). Chunkers write GENRE_CHUNK_SCHEMA; extractors read both, so a rolling upgrade
+mixes them without a dead letter."""
 CHUNK_READ_VERSIONS = frozenset({1, CHUNK_SCHEMA_VERSION})
 FEATURES_SCHEMA_VERSION = 2
 """Features v2: the log-mel (85 % of a v1 record) in 16-bit fixed point over its own range
