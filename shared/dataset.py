@@ -263,17 +263,16 @@ def split_items(items: Sequence[Item], test_fraction: float, seed: int = 0, grou
 # --------------------------------------------------------------------------------------
 
 
-def _place(src: Path, dst: Path, copy: bool) -> str:
+def _place(src: Path, dst: Path, copy: bool) -> None:
+    """A copy, else a hard link, else (another file system) a symbolic link."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if copy:
         shutil.copy2(src, dst)
-        return "copy"
+        return
     try:
         os.link(src, dst)
-        return "hardlink"
     except OSError:
         os.symlink(os.path.abspath(src), dst)
-        return "symlink"
 
 
 def _unique_name(item: Item, taken: set[str], folder: str) -> str:
