@@ -298,8 +298,11 @@ def compare_model(path: str, chunks: list[tuple[str, str, np.ndarray]]) -> None:
         msg = Features(song_id="x", filename="x", index=0, last=False, spec_id=model.spec.id, arrays=f.arrays())
         return ChunkFeatures(**decode(msg.encode(schema), Features).arrays)
 
-    def probabilities(pcms: list[np.ndarray], features_schema: int = 1) -> np.ndarray:
-        feats = [wire(extract_chunk(x, model.spec, extract_features), features_schema) for x in pcms]
+    def features(pcms: list[np.ndarray]) -> list[ChunkFeatures]:
+        return [extract_chunk(x, model.spec, extract_features) for x in pcms]
+
+    def probabilities(feats: list[ChunkFeatures], features_schema: int = 1) -> np.ndarray:
+        feats = [wire(f, features_schema) for f in feats]
         return np.concatenate([model.predict(feats[i : i + 16]) for i in range(0, len(feats), 16)])
 
     def report(p1: np.ndarray, what: str) -> None:
@@ -312,15 +315,17 @@ def compare_model(path: str, chunks: list[tuple[str, str, np.ndarray]]) -> None:
             print(f"model {model.name}, {what}, on {kind} chunks: largest probability change "
                   f"{d:.2g}, top genre changed on {flips} of {len(idx)} chunks")
 
-    p0 = probabilities([x for _, _, x in chunks])
+    exact = features([x for _, _, x in chunks])
+    p0 = probabilities(exact)
+    at_18_bits: list[ChunkFeatures] = []  # as compose and k8s deploy the chunker, reused below
     for bits in MODEL_BITS:
-        report(probabilities([pcm_codec.decode(pcm_codec.encode(pcm_codec.round_bits(x, bits), SR))
-                              for _, _, x in chunks]), f"v2 at {bits} bits")
+        rounded = features([pcm_codec.decode(pcm_codec.encode(pcm_codec.round_bits(x, bits), SR)) for _, _, x in chunks])
+        at_18_bits = rounded if bits == 18 else at_18_bits
+        report(probabilities(rounded), f"v2 at {bits} bits")
     if model.spec.version < 2:
         return  # no log-mel: features schema 2 writes the same bytes
-    report(probabilities([x for _, _, x in chunks], 2), "features schema 2 (the log-mel in 16 bits)")
-    report(probabilities([pcm_codec.decode(pcm_codec.encode(pcm_codec.round_bits(x, 18), SR))
-                          for _, _, x in chunks], 2), "chunk v2 at 18 bits and features schema 2 (compose, k8s)")
+    report(probabilities(exact, 2), "features schema 2 (the log-mel in 16 bits)")
+    report(probabilities(at_18_bits, 2), "chunk v2 at 18 bits and features schema 2 (compose, k8s)")
 
 
 if __name__ == "__main__":
