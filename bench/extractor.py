@@ -1,7 +1,7 @@
 """The extractor service's sustained throughput from Kafka against its compute alone.
 
     python bench/extractor.py [--chunks 400] [--warmup 0] [--runs 20] [--partitions 12] [--chunk-version 1 2]
-        [--features-schema 1 [2]] [--chunk-bits 24] [--tls]
+        [--features-schema 1 [2]] [--chunk-bits 24] [--rounds 1] [--tls]
 
 In one run, on this machine, one BLAS/FFT thread everywhere:
 
@@ -16,7 +16,10 @@ In one run, on this machine, one BLAS/FFT thread everywhere:
    value for every drain, or one per --chunk-version) are produced to a fresh topic of a real broker
    (GENRE_KAFKA_BOOTSTRAP if it answers, else a new LocalBroker in a temporary folder;
    with --tls a new LocalBroker whose clients all speak SASL_SSL)
-   before `python -m services.extractor` starts and drains them. Throughput comes from the
+   before `python -m services.extractor` starts and drains them: the --warmup records
+   queued, the measured --chunks one record per request (each acknowledged before the
+   next, as a chunker sends the chunks of a song it decodes), and the CPU per chunk each
+   process spent taking those in is measured: the chunk topic's ingest. Throughput comes from the
    CreateTime stamps of its features records, over the last 95 % (the first 5 % are the
    group join and first fetches), or with --warmup N over the --chunks after the first N
    (a fresh broker's JVM compiles its hot paths meanwhile: JIT compiler CPU a long-running
@@ -25,13 +28,15 @@ In one run, on this machine, one BLAS/FFT thread everywhere:
    plane: the threads that serve produce and fetch requests), the rate the machine's CPUs
    allow at those costs, the features records' size and the service's peak RSS.
 3. With two drains: the later one against the first (bytes, throughput, broker CPU per
-   chunk).
+   chunk to take the chunk in, in the drain window, and both together: what the broker
+   spends on one chunk's way through the extractor stage).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -63,6 +68,10 @@ def main() -> int:
     ap.add_argument("--tls", action="store_true",
                     help="every client speaks SASL_SSL (SCRAM-SHA-512 over TLS, as a production cluster should) "
                          "to a new local broker with that listener: the broker then encrypts every byte it serves")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="above 1: every drain this many times over, alternating, all on one broker started once, so "
+                         "that its JIT compiler's warm-up falls on each alike; figures are the means of the rounds "
+                         "(default 1: one drain each, each on a fresh broker)")
     ap.add_argument("--chunk-bits", type=int, default=24,
                     help="v2 records rounded to these bits per block first, as GENRE_CHUNK_BITS (default 24)")
     args = ap.parse_args()
@@ -95,7 +104,21 @@ def main() -> int:
     print(f"compute alone    extract_chunk, spec {spec.id} ({fft_backend()} FFT), 1 thread: {compute:7.1f} chunks/s "
           f"({1000 / compute:.2f} ms/chunk), median of {args.runs}")
 
-    results = [drain(args, version, features_schema, bank, compute, size) for version, features_schema in drains]
+    if args.rounds == 1:
+        results = [drain(args, version, features_schema, bank, compute, size) for version, features_schema in drains]
+    else:
+        work = Path(tempfile.mkdtemp(prefix="genre-bench-extractor-broker-"))
+        shared_broker = start_broker(args, work)
+        print(f"\none broker for {args.rounds} rounds of the drains, alternating")
+        try:
+            runs = [drain(args, version, features_schema, bank, compute, size, shared_broker)
+                    for _ in range(args.rounds) for version, features_schema in drains]
+        finally:
+            if shared_broker[1] is not None:
+                shared_broker[1].stop(grace=20)
+            shutil.rmtree(work, ignore_errors=True)
+        results = [mean_of_rounds([r for r in runs if r["label"] == label])
+                   for label in dict.fromkeys(r["label"] for r in runs)]
     base = results[0]
     for got in results[1:]:
         print(f"\n{got['label']} against {base['label']}: bytes per chunk record {got['bytes'] / base['bytes']:.2f}x, "
@@ -103,12 +126,15 @@ def main() -> int:
               f"service throughput {got['rate'] / base['rate']:.2f}x, service / compute alone "
               f"{base['rate'] / compute:.2f} -> {got['rate'] / compute:.2f}"
               + (f", service peak RSS {base['rss']:.0f} -> {got['rss']:.0f} MB" if base["rss"] and got["rss"] else ""))
-        if not (base["broker"] and got["broker"]):
+        if not (base["drain"] and got["drain"]):
             print("broker CPU not measured (external broker)")
             continue
-        for part in ("broker", "broker without its JIT compiler", *harness.BROKER_THREADS):
-            if base.get(part) and got.get(part):
-                print(f"  {part} CPU per chunk {base[part]:.2f} -> {got[part]:.2f} ms ({got[part] / base[part] - 1:+.0%})")
+        for stage, what in STAGES.items():
+            print(f"  broker CPU per chunk, {what}:")
+            for part in BROKER_PARTS:
+                a, b = base[stage].get(part), got[stage].get(part)
+                if a and b:
+                    print(f"    {part} {a:.2f} -> {b:.2f} ms ({b / a - 1:+.0%})")
     return 0
 
 
@@ -131,11 +157,30 @@ def tls_broker(work: Path) -> tuple[str, object, dict[str, object]]:
         "sasl_password": password, "ssl_cafile": str(pki.ca_file), "ssl_check_hostname": True}
 
 
+def start_broker(args: argparse.Namespace, work: Path) -> tuple[str, object, dict[str, object]]:
+    """(bootstrap, LocalBroker or None for an external one, client security settings)."""
+    return tls_broker(work) if args.tls else (*external_or_local(work), {})
+
+
+def mean_of_rounds(runs: list[dict]) -> dict:
+    """One drain's figures averaged over its rounds (each round's broker CPU printed)."""
+    print(f"\n{runs[0]['label']}, {len(runs)} rounds: throughput "
+          + ", ".join(f"{r['rate']:.1f}" for r in runs) + " chunks/s; broker CPU per chunk, ingest + drain = whole: "
+          + "; ".join(f"{r['ingest'].get('broker', 0):.2f} + {r['drain'].get('broker', 0):.2f} = "
+                      f"{r['whole'].get('broker', 0):.2f} ms (JIT compiler {r['whole'].get('broker JIT compiler', 0):.2f})"
+                      for r in runs))
+    mean = {k: statistics.mean(r[k] for r in runs) for k in ("rate", "bytes", "features_bytes")}
+    rss = [r["rss"] for r in runs if r["rss"]]
+    stages = {stage: {part: statistics.mean(r[stage][part] for r in runs)
+                      for part in set.intersection(*(set(r[stage]) for r in runs))} for stage in STAGES}
+    return {"label": runs[0]["label"], **mean, "rss": max(rss) if rss else None, **stages}
+
+
 def drain(args: argparse.Namespace, version: int, features_schema: int, bank: list, compute: float,
-          size: int) -> dict:
-    """Pre-produce --chunks records of chunk schema `version` to a fresh broker, let the
-    service drain them writing `features_schema`; its sustained rate, the record sizes and
-    the broker's CPU per chunk (in all and by part)."""
+          size: int, shared_broker: tuple[str, object, dict[str, object]] | None = None) -> dict:
+    """Pre-produce --chunks records of chunk schema `version` to a fresh broker (or to
+    `shared_broker`, left running), let the service drain them writing `features_schema`;
+    its sustained rate, the record sizes and the broker's CPU per chunk (in all and by part)."""
     import msgpack
 
     from shared import pcm_codec
@@ -166,16 +211,26 @@ def drain(args: argparse.Namespace, version: int, features_schema: int, bank: li
                               "produced_at": now()}, use_bin_type=True)
 
     work = Path(tempfile.mkdtemp(prefix="genre-bench-extractor-"))
-    bootstrap, broker, security = tls_broker(work) if args.tls else (*external_or_local(work), {})
+    bootstrap, broker, security = shared_broker or start_broker(args, work)
     settings, env, _ = harness.service_settings(bootstrap, "extractor", 1, partitions=args.partitions,
                                                 extractor_backend="builtin", features_schema=features_schema, **security)
     proc = None
     log = work / "extractor.log"
     try:
         n = args.warmup + args.chunks
-        produce_s = harness.pre_produce(settings, settings.topic_chunks, n, record)
+        produce_s = harness.pre_produce(settings, settings.topic_chunks, args.warmup, record)
+        ingest_sampler = harness.CpuSampler(harness.process_pids("extractor", None, broker, "bench (this process, producing)"),
+                                            harness.broker_threads(broker)).start()
+        t0 = time.time()
+        ingest_s = harness.pre_produce(settings, settings.topic_chunks, n, record, start=args.warmup, one_at_a_time=True)
+        t1 = time.time()
+        ingest_sampler.stop()
         total = sum(chunk_bytes[k % len(bank)] for k in range(n))
-        print(f"pre-produced {n} chunk messages ({total / 1e6:.0f} MB) in {produce_s:.1f} s")
+        print(f"pre-produced {n} chunk messages ({total / 1e6:.0f} MB): {args.warmup} queued in {produce_s:.1f} s, then "
+              f"{args.chunks} one record per request, as a chunker sends them, in {ingest_s:.1f} s")
+        ingest = broker_cpu(ingest_sampler, t0, t1, args.chunks)
+        got = harness.cpu_parts(ingest_sampler, t0, t1, args.chunks)
+        print(f"CPU per chunk taken in (ms): {got[0]}" if got else harness.NOT_MEASURED)
         proc = harness.start_service("extractor", env, log)
         sampler = harness.CpuSampler(harness.process_pids("extractor", proc, broker, "bench (this process, waiting)"),
                                      harness.broker_threads(broker)).start()
@@ -193,18 +248,34 @@ def drain(args: argparse.Namespace, version: int, features_schema: int, bank: li
         features_bytes = statistics.mean(len(r.value) for r in feats[:n])
         print(f"features records: {features_bytes / 1e6:.3f} MB each (mean)")
         print(harness.cpu_line(sampler, ts[k0], ts[-1], n - 1 - k0, compute, "extract_chunk alone"))
-        per_chunk = 1000 / (n - 1 - k0)
-        cpu = {part: per_chunk * used for part in ("broker", *harness.BROKER_THREADS)
-               if (used := sampler.used(part, ts[k0], ts[-1])) is not None}
-        if "broker" in cpu:
-            cpu["broker without its JIT compiler"] = cpu["broker"] - cpu.get("broker JIT compiler", 0.0)
+        cpu = broker_cpu(sampler, ts[k0], ts[-1], n - 1 - k0)
         rss = harness.peak_rss_mb(proc.pid)
         print(f"extractor service peak RSS: {rss:.0f} MB" if rss else "extractor service peak RSS: not measured")
     finally:
-        harness.tear_down(proc, settings, broker)
+        harness.tear_down(proc, settings, None if shared_broker else broker)
     print(f"service log: {log}")
     return {"label": label, "rate": sustained, "bytes": statistics.mean(chunk_bytes), "features_bytes": features_bytes,
-            "rss": rss, "broker": 0.0, **cpu}
+            "rss": rss, "drain": cpu, "ingest": ingest,
+            "whole": {part: cpu[part] + ingest[part] for part in cpu.keys() & ingest.keys()}}
+
+
+BROKER_PARTS = ("broker", "broker without its JIT compiler", *harness.BROKER_THREADS)
+STAGES = {
+    "drain": "serving the chunk to the extractor and taking its features in (the drain window)",
+    "ingest": "taking the chunk in (one record per request)",
+    "whole": "both: the chunk's way through the extractor stage",
+}
+
+
+def broker_cpu(sampler: harness.CpuSampler, t0: float, t1: float, chunks: int) -> dict[str, float]:
+    """ms of broker CPU per chunk in [t0, t1], in all and by part (BROKER_PARTS); empty
+    for an external broker."""
+    per_chunk = 1000 / max(1, chunks)
+    cpu = {part: per_chunk * used for part in ("broker", *harness.BROKER_THREADS)
+           if (used := sampler.used(part, t0, t1)) is not None}
+    if "broker" in cpu:
+        cpu["broker without its JIT compiler"] = cpu["broker"] - cpu.get("broker JIT compiler", 0.0)
+    return cpu
 
 
 if __name__ == "__main__":

@@ -21,18 +21,25 @@ SONG_CHUNKS = 7
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def pre_produce(settings: Settings, topic: str, n: int, value: Callable[[str, int, bool, int], bytes]) -> float:
-    """n records on `topic`, songs of SONG_CHUNKS keyed by song id: value(song, index, last,
-    k) gives record k. Returns the seconds until all were acknowledged."""
+def pre_produce(settings: Settings, topic: str, n: int, value: Callable[[str, int, bool, int], bytes], *,
+                start: int = 0, one_at_a_time: bool = False) -> float:
+    """Records start..n-1 on `topic`, songs of SONG_CHUNKS keyed by song id: value(song,
+    index, last, k) gives record k. Returns the seconds until all were acknowledged.
+
+    By default the producer queues them all, so a request carries as many as fit; with
+    `one_at_a_time` each is acknowledged before the next is sent, one record per request,
+    as a chunker sends the chunks of a song it is still decoding."""
     from shared import kafka_io
 
     producer = kafka_io.make_producer(settings)
     try:
         t0 = time.perf_counter()
-        for k in range(n):
+        for k in range(start, n):
             song, index = f"bench-{k // SONG_CHUNKS:06d}", k % SONG_CHUNKS
             last = index == SONG_CHUNKS - 1 or k == n - 1
-            producer.send(topic, key=song.encode(), value=value(song, index, last, k))
+            sent = producer.send(topic, key=song.encode(), value=value(song, index, last, k))
+            if one_at_a_time:
+                sent.get(timeout=60)
         producer.flush()
         return time.perf_counter() - t0
     finally:
