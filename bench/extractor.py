@@ -114,9 +114,12 @@ def main() -> int:
             runs = [drain(args, version, features_schema, bank, compute, size, shared_broker)
                     for _ in range(args.rounds) for version, features_schema in drains]
         finally:
-            if shared_broker[1] is not None:
-                shared_broker[1].stop(grace=20)
-            shutil.rmtree(work, ignore_errors=True)
+            broker = shared_broker[1]
+            if broker is not None:
+                broker.stop(grace=20)
+                # Its logs hold what every drain produced; keep only its own log.
+                shutil.rmtree(broker.log_dirs, ignore_errors=True)  # type: ignore[attr-defined]
+                print(f"broker log: {broker.log_path}")  # type: ignore[attr-defined]
         results = [mean_of_rounds([r for r in runs if r["label"] == label])
                    for label in dict.fromkeys(r["label"] for r in runs)]
     base = results[0]
