@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -114,12 +114,10 @@ def main() -> int:
             runs = [drain(args, version, features_schema, bank, compute, size, shared_broker)
                     for _ in range(args.rounds) for version, features_schema in drains]
         finally:
-            broker = shared_broker[1]
+            broker: Any = shared_broker[1]
             if broker is not None:
-                broker.stop(grace=20)
-                # Its logs hold what every drain produced; keep only its own log.
-                shutil.rmtree(broker.log_dirs, ignore_errors=True)  # type: ignore[attr-defined]
-                print(f"broker log: {broker.log_path}")  # type: ignore[attr-defined]
+                harness.stop_broker(broker)
+                print(f"broker log: {broker.log_path}")
         results = [mean_of_rounds([r for r in runs if r["label"] == label])
                    for label in dict.fromkeys(r["label"] for r in runs)]
     base = results[0]

@@ -307,6 +307,11 @@ def tear_down(proc: Any, settings: Settings, broker: Any) -> None:
     except Exception as exc:  # noqa: BLE001
         print(f"(could not delete the bench topics: {exc})")
     if broker is not None:
-        broker.stop(grace=20)
-        # The bench's own broker: its logs hold everything pre-produced (GBs); keep only broker.log.
-        shutil.rmtree(broker.log_dirs, ignore_errors=True)
+        stop_broker(broker)
+
+
+def stop_broker(broker: Any) -> None:
+    """Stop the bench's own LocalBroker and delete its logs, which hold everything
+    pre-produced (GBs); only its broker.log stays."""
+    broker.stop(grace=20)
+    shutil.rmtree(broker.log_dirs, ignore_errors=True)
