@@ -1,6 +1,6 @@
 """Inference cost per chunk of the shipped model against the Vamp-only network and the ancestor's seed architecture.
 
-    python bench/model.py [--model models/default] [--seed-model DIR] [--batch 64] [--threads 1]
+    python bench/model.py [--model models/default] [--seed-model DIR] [--compare DIR ...] [--batch 64] [--threads 1]
 
 Every network runs through ModelArtifact.predict_arrays (the path the classifier uses:
 one tf.function, no keras predict()), on the same prepared input arrays, in one process,
@@ -8,7 +8,9 @@ on the same device. Without --seed-model, the seed network is built with the def
 model's genres and frame counts; the Vamp-only `merged` network (the shipped model before
 it read a pre-trained network) likewise. Their weights do not matter for timing, and
 nothing they output is used. When the shipped model reads the log-mel, the extractor's
-added cost (`log_mel_chunk` per 30-s chunk) is timed too. Prints ms per chunk at batch 1
+added cost (`log_mel_chunk` per 30-s chunk) is timed too. `--compare` times other artifacts
+beside it, for example the same model with the frozen network it was trained with
+(`tools/rebuild_frozen_network.py --out`). Prints ms per chunk at batch 1
 and at --batch, the ratios, and the process's peak resident memory (VmHWM).
 """
 
@@ -44,6 +46,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="models/default")
     ap.add_argument("--seed-model", default=None)
+    ap.add_argument("--compare", nargs="*", default=[], metavar="DIR", help="other artifacts to time beside --model")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1, help="TensorFlow intra/inter-op threads (0: TF decides)")
@@ -61,6 +64,9 @@ def main() -> int:
     others = [(ModelArtifact.load(args.seed_model), None)] if args.seed_model else [(timing_only(model, "seed"), "seed architecture (untrained, timing only)")]
     if PRETRAINED_INPUT in model.input_names:
         others.insert(0, (timing_only(model, "merged"), "merged, Vamp only (untrained, timing only)"))
+    for folder in reversed(args.compare):
+        other = ModelArtifact.load(folder)
+        others.insert(0, (other, f"{folder} ({other.version})"))
     rng = np.random.default_rng(0)
     print(f"device {model.device}, TF threads {args.threads or 'auto'}, best of {args.repeats}")
     print(f"{'model':<48}{'params':>10}{'ms/chunk b=1':>14}{f'ms/chunk b={args.batch}':>16}")

@@ -66,7 +66,41 @@ def test_patch_network_is_frozen_and_holds_the_checkpoint(networks) -> None:
     ckpt = musicnn.read_checkpoint("MSD_musicnn")
     assert not any("Adam" in k or "_power" in k for k in ckpt)
     np.testing.assert_array_equal(net.get_layer("msd_musicnn_tags").get_weights()[0], ckpt["dense_1/kernel"])
-    np.testing.assert_array_equal(net.get_layer("msd_musicnn_front0").get_weights()[0], ckpt["conv2d/kernel"])
+    # the front end's filters whose batch norm has a negative gamma are stored negated
+    sign = musicnn.front_signs(ckpt, 0)
+    assert set(sign.tolist()) == {-1.0, 1.0}
+    np.testing.assert_array_equal(net.get_layer("msd_musicnn_front0").get_weights()[0], ckpt["conv2d/kernel"] * sign)
+
+
+@needs_weights
+@pytest.mark.parametrize("k", range(5))
+def test_front_end_pooled_first_gives_the_tf1_order_bit_for_bit(networks, k: int) -> None:
+    """The TF1 order (conv + ReLU, batch norm, then the max over frequency) against the
+    network's (max over frequency first): the very same float32 numbers, on every filter,
+    those with a negative gamma included."""
+    import keras
+    from keras import layers
+
+    net = networks["MSD_musicnn"]
+    ckpt = musicnn.read_checkpoint("MSD_musicnn")
+    rng = np.random.default_rng(k)
+    mel = logmel.log_mel_16k(_signal())
+    batch = np.concatenate([np.stack([mel[:187], mel[187:374]]), rng.normal(2.0, 1.5, (3, 187, 96))]).astype(np.float32)
+    source = net.get_layer("msd_musicnn_pad_front" if k < 2 else "msd_musicnn_input_bn").output
+    conv_in = keras.Model(net.inputs, source)(batch)
+    kernel, bias = ckpt["conv2d" + (f"_{k}" if k else "") + "/kernel"], ckpt["conv2d" + (f"_{k}" if k else "") + "/bias"]
+    conv = layers.Conv2D(kernel.shape[-1], kernel.shape[:2], padding="valid" if k < 2 else "same", activation="relu")
+    conv.build(conv_in.shape)
+    conv.set_weights([kernel, bias])
+    z = conv(conv_in)
+    norm = layers.BatchNormalization(epsilon=musicnn.BN_EPSILON)
+    norm.build(z.shape)
+    norm.set_weights(musicnn._bn_weights(ckpt, k + 1))
+    b = norm(z, training=False)
+    tf1_order = np.asarray(b).max(axis=2)  # (batch, 187, filters)
+    pooled_first = np.asarray(keras.Model(net.inputs, net.get_layer(f"msd_musicnn_front{k}_bn").output)(batch))
+    assert pooled_first.shape == tf1_order.shape
+    np.testing.assert_array_equal(pooled_first, tf1_order)
 
 
 @needs_weights
