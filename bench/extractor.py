@@ -1,7 +1,7 @@
 """The extractor service's sustained throughput from Kafka against its compute alone.
 
     python bench/extractor.py [--chunks 400] [--warmup 0] [--runs 20] [--partitions 12] [--chunk-version 1 2]
-        [--features-schema 1 [2]] [--chunk-bits 24] [--rounds 1] [--tls]
+        [--features-schema 1 [2]] [--chunk-bits 24] [--rounds 1] [--idle-seconds 10] [--tls]
 
 In one run, on this machine, one BLAS/FFT thread everywhere:
 
@@ -26,7 +26,12 @@ In one run, on this machine, one BLAS/FFT thread everywhere:
    broker no longer spends). Also: the CPU each process spent per chunk in that
    window (the broker's split into its JIT compiler, its garbage collector and its data
    plane: the threads that serve produce and fetch requests), the rate the machine's CPUs
-   allow at those costs, the features records' size and the service's peak RSS.
+   allow at those costs, the features records' size and the service's peak RSS. The
+   broker's CPU is also sampled for --idle-seconds with nothing to do (before the ingest,
+   and after the drain with the extractor connected and idle), and its CPU per chunk is
+   given net of that rate too: the raft, group coordinator and scheduler work a broker does
+   every second whatever the traffic, which a window charges to its chunks in proportion to
+   its length, so to a slower drain more of it.
 3. With two drains: the later one against the first (bytes, throughput, broker CPU per
    chunk to take the chunk in, in the drain window, and both together: what the broker
    spends on one chunk's way through the extractor stage).
@@ -72,6 +77,10 @@ def main() -> int:
                     help="above 1: every drain this many times over, alternating, all on one broker started once, so "
                          "that its JIT compiler's warm-up falls on each alike; figures are the means of the rounds "
                          "(default 1: one drain each, each on a fresh broker)")
+    ap.add_argument("--idle-seconds", type=float, default=10.0,
+                    help="the broker's CPU is also sampled this long with nothing to do, before the chunks are taken in "
+                         "and after the drain (the extractor still connected), to give its CPU per chunk net of the work "
+                         "it does every second whatever the traffic (0: not measured; default 10)")
     ap.add_argument("--chunk-bits", type=int, default=24,
                     help="v2 records rounded to these bits per block first, as GENRE_CHUNK_BITS (default 24)")
     args = ap.parse_args()
@@ -222,6 +231,7 @@ def drain(args: argparse.Namespace, version: int, features_schema: int, bank: li
         produce_s = harness.pre_produce(settings, settings.topic_chunks, args.warmup, record)
         ingest_sampler = harness.CpuSampler(harness.process_pids("extractor", None, broker, "bench (this process, producing)"),
                                             harness.broker_threads(broker)).start()
+        idle_before = idle_window(args.idle_seconds)
         t0 = time.time()
         ingest_s = harness.pre_produce(settings, settings.topic_chunks, n, record, start=args.warmup, one_at_a_time=True)
         t1 = time.time()
@@ -229,13 +239,15 @@ def drain(args: argparse.Namespace, version: int, features_schema: int, bank: li
         total = sum(chunk_bytes[k % len(bank)] for k in range(n))
         print(f"pre-produced {n} chunk messages ({total / 1e6:.0f} MB): {args.warmup} queued in {produce_s:.1f} s, then "
               f"{args.chunks} one record per request, as a chunker sends them, in {ingest_s:.1f} s")
-        ingest = broker_cpu(ingest_sampler, t0, t1, args.chunks)
+        ingest = broker_cpu(ingest_sampler, t0, t1, args.chunks, idle_rate(ingest_sampler, *idle_before, "nothing connected"))
         got = harness.cpu_parts(ingest_sampler, t0, t1, args.chunks)
         print(f"CPU per chunk taken in (ms): {got[0]}" if got else harness.NOT_MEASURED)
         proc = harness.start_service("extractor", env, log)
         sampler = harness.CpuSampler(harness.process_pids("extractor", proc, broker, "bench (this process, waiting)"),
                                      harness.broker_threads(broker)).start()
         harness.wait_until_written(settings, settings.topic_features, n, timeout=600 + n)
+        time.sleep(min(1.0, args.idle_seconds))  # the extractor's last commit
+        idle_after = idle_window(args.idle_seconds)
         sampler.stop()
         feats = harness.read_all(settings, settings.topic_features, n, timeout=120)
         bad = [f.error for f in (decode(r.value, Features) for r in feats[:n]) if f.error]
@@ -249,7 +261,7 @@ def drain(args: argparse.Namespace, version: int, features_schema: int, bank: li
         features_bytes = statistics.mean(len(r.value) for r in feats[:n])
         print(f"features records: {features_bytes / 1e6:.3f} MB each (mean)")
         print(harness.cpu_line(sampler, ts[k0], ts[-1], n - 1 - k0, compute, "extract_chunk alone"))
-        cpu = broker_cpu(sampler, ts[k0], ts[-1], n - 1 - k0)
+        cpu = broker_cpu(sampler, ts[k0], ts[-1], n - 1 - k0, idle_rate(sampler, *idle_after, "the extractor connected, idle"))
         rss = harness.peak_rss_mb(proc.pid)
         print(f"extractor service peak RSS: {rss:.0f} MB" if rss else "extractor service peak RSS: not measured")
     finally:
@@ -260,7 +272,8 @@ def drain(args: argparse.Namespace, version: int, features_schema: int, bank: li
             "whole": {part: cpu[part] + ingest[part] for part in cpu.keys() & ingest.keys()}}
 
 
-BROKER_PARTS = ("broker", "broker without its JIT compiler", *harness.BROKER_THREADS)
+NET = "broker net of its idle work"
+BROKER_PARTS = ("broker", "broker without its JIT compiler", NET, *harness.BROKER_THREADS)
 STAGES = {
     "drain": "serving the chunk to the extractor and taking its features in (the drain window)",
     "ingest": "taking the chunk in (one record per request)",
@@ -268,15 +281,38 @@ STAGES = {
 }
 
 
-def broker_cpu(sampler: harness.CpuSampler, t0: float, t1: float, chunks: int) -> dict[str, float]:
+def broker_cpu(sampler: harness.CpuSampler, t0: float, t1: float, chunks: int,
+               idle: float | None = None) -> dict[str, float]:
     """ms of broker CPU per chunk in [t0, t1], in all and by part (BROKER_PARTS); empty
-    for an external broker."""
+    for an external broker. With `idle` (its CPU seconds per second with nothing to do)
+    also net of that: what the chunks themselves cost it. A broker in production does that
+    work whatever the traffic, while here it is spread over as many chunks as the drain
+    happens to pass in the window, so a slower drain would be charged more of it."""
     per_chunk = 1000 / max(1, chunks)
     cpu = {part: per_chunk * used for part in ("broker", *harness.BROKER_THREADS)
            if (used := sampler.used(part, t0, t1)) is not None}
     if "broker" in cpu:
         cpu["broker without its JIT compiler"] = cpu["broker"] - cpu.get("broker JIT compiler", 0.0)
+        if idle is not None:
+            cpu[NET] = cpu["broker"] - per_chunk * idle * (t1 - t0)
     return cpu
+
+
+def idle_window(seconds: float) -> tuple[float, float]:
+    """Wall times around `seconds` of doing nothing (a sampler runs meanwhile)."""
+    t0 = time.time()
+    time.sleep(max(0.0, seconds))
+    return t0, time.time()
+
+
+def idle_rate(sampler: harness.CpuSampler, t0: float, t1: float, what: str) -> float | None:
+    """The broker's CPU seconds per second in an idle window [t0, t1], printed; None when
+    not measured."""
+    used = sampler.used("broker", t0, t1) if t1 - t0 >= 1.0 else None
+    if used is None:
+        return None
+    print(f"broker idle ({what}): {1000 * used / (t1 - t0):.1f} ms of CPU per second over {t1 - t0:.0f} s")
+    return used / (t1 - t0)
 
 
 if __name__ == "__main__":
