@@ -27,11 +27,13 @@ In one run, on this machine, one BLAS/FFT thread everywhere:
    window (the broker's split into its JIT compiler, its garbage collector and its data
    plane: the threads that serve produce and fetch requests), the rate the machine's CPUs
    allow at those costs, the features records' size and the service's peak RSS. The
-   broker's CPU is also sampled for --idle-seconds with nothing to do (before the ingest,
-   and after the drain with the extractor connected and idle), and its CPU per chunk is
-   given net of that rate too: the raft, group coordinator and scheduler work a broker does
-   every second whatever the traffic, which a window charges to its chunks in proportion to
-   its length, so to a slower drain more of it.
+   broker's CPU is also sampled for --idle-seconds with no client connected (before the
+   ingest), and its CPU per chunk without its JIT compiler is given net of that rate too:
+   the raft, controller and scheduler work a broker does every second whatever the
+   traffic, which a window charges to its chunks in proportion to its length, so to a
+   slower drain more of it. (The rate with the extractor connected and idle is printed
+   too; it is higher, the idle consumer's empty fetches, and not subtracted: a busy
+   consumer's fetches return records.)
 3. With two drains: the later one against the first (bytes, throughput, broker CPU per
    chunk to take the chunk in, in the drain window, and both together: what the broker
    spends on one chunk's way through the extractor stage).
@@ -78,9 +80,10 @@ def main() -> int:
                          "that its JIT compiler's warm-up falls on each alike; figures are the means of the rounds "
                          "(default 1: one drain each, each on a fresh broker)")
     ap.add_argument("--idle-seconds", type=float, default=10.0,
-                    help="the broker's CPU is also sampled this long with nothing to do, before the chunks are taken in "
-                         "and after the drain (the extractor still connected), to give its CPU per chunk net of the work "
-                         "it does every second whatever the traffic (0: not measured; default 10)")
+                    help="the broker's CPU is also sampled this long with no client connected, before the chunks are "
+                         "taken in, to give its CPU per chunk net of the work it does every second whatever the traffic "
+                         "(and, for information, as long after the drain with the extractor idle; 0: not measured; "
+                         "default 10)")
     ap.add_argument("--chunk-bits", type=int, default=24,
                     help="v2 records rounded to these bits per block first, as GENRE_CHUNK_BITS (default 24)")
     args = ap.parse_args()
@@ -239,7 +242,8 @@ def drain(args: argparse.Namespace, version: int, features_schema: int, bank: li
         total = sum(chunk_bytes[k % len(bank)] for k in range(n))
         print(f"pre-produced {n} chunk messages ({total / 1e6:.0f} MB): {args.warmup} queued in {produce_s:.1f} s, then "
               f"{args.chunks} one record per request, as a chunker sends them, in {ingest_s:.1f} s")
-        ingest = broker_cpu(ingest_sampler, t0, t1, args.chunks, idle_rate(ingest_sampler, *idle_before, "nothing connected"))
+        idle = idle_rate(ingest_sampler, *idle_before, "no client connected")
+        ingest = broker_cpu(ingest_sampler, t0, t1, args.chunks, idle)
         got = harness.cpu_parts(ingest_sampler, t0, t1, args.chunks)
         print(f"CPU per chunk taken in (ms): {got[0]}" if got else harness.NOT_MEASURED)
         proc = harness.start_service("extractor", env, log)
@@ -261,7 +265,10 @@ def drain(args: argparse.Namespace, version: int, features_schema: int, bank: li
         features_bytes = statistics.mean(len(r.value) for r in feats[:n])
         print(f"features records: {features_bytes / 1e6:.3f} MB each (mean)")
         print(harness.cpu_line(sampler, ts[k0], ts[-1], n - 1 - k0, compute, "extract_chunk alone"))
-        cpu = broker_cpu(sampler, ts[k0], ts[-1], n - 1 - k0, idle_rate(sampler, *idle_after, "the extractor connected, idle"))
+        # for information: an idle consumer's empty fetches (FETCH_MAX_WAIT_MS) cost more, but
+        # a busy one's fetches return records, so that rate is not subtracted
+        idle_rate(sampler, *idle_after, "the extractor connected, nothing to fetch")
+        cpu = broker_cpu(sampler, ts[k0], ts[-1], n - 1 - k0, idle)
         rss = harness.peak_rss_mb(proc.pid)
         print(f"extractor service peak RSS: {rss:.0f} MB" if rss else "extractor service peak RSS: not measured")
     finally:
@@ -272,7 +279,7 @@ def drain(args: argparse.Namespace, version: int, features_schema: int, bank: li
             "whole": {part: cpu[part] + ingest[part] for part in cpu.keys() & ingest.keys()}}
 
 
-NET = "broker net of its idle work"
+NET = "broker without its JIT compiler, net of its idle work"
 BROKER_PARTS = ("broker", "broker without its JIT compiler", NET, *harness.BROKER_THREADS)
 STAGES = {
     "drain": "serving the chunk to the extractor and taking its features in (the drain window)",
@@ -284,17 +291,19 @@ STAGES = {
 def broker_cpu(sampler: harness.CpuSampler, t0: float, t1: float, chunks: int,
                idle: float | None = None) -> dict[str, float]:
     """ms of broker CPU per chunk in [t0, t1], in all and by part (BROKER_PARTS); empty
-    for an external broker. With `idle` (its CPU seconds per second with nothing to do)
-    also net of that: what the chunks themselves cost it. A broker in production does that
-    work whatever the traffic, while here it is spread over as many chunks as the drain
-    happens to pass in the window, so a slower drain would be charged more of it."""
+    for an external broker. With `idle` (its CPU seconds per second, its JIT compiler's
+    left out, with nothing to do) also net of that: what the chunks themselves cost it. A
+    broker in production does that work whatever the traffic, while here it is spread over
+    as many chunks as the drain happens to pass in the window, so a slower drain would be
+    charged more of it. (The JIT compiler is left out of both: it keeps compiling for a
+    while after a burst, so it is not idle work.)"""
     per_chunk = 1000 / max(1, chunks)
     cpu = {part: per_chunk * used for part in ("broker", *harness.BROKER_THREADS)
            if (used := sampler.used(part, t0, t1)) is not None}
     if "broker" in cpu:
         cpu["broker without its JIT compiler"] = cpu["broker"] - cpu.get("broker JIT compiler", 0.0)
         if idle is not None:
-            cpu[NET] = cpu["broker"] - per_chunk * idle * (t1 - t0)
+            cpu[NET] = cpu["broker without its JIT compiler"] - per_chunk * idle * (t1 - t0)
     return cpu
 
 
@@ -306,13 +315,15 @@ def idle_window(seconds: float) -> tuple[float, float]:
 
 
 def idle_rate(sampler: harness.CpuSampler, t0: float, t1: float, what: str) -> float | None:
-    """The broker's CPU seconds per second in an idle window [t0, t1], printed; None when
-    not measured."""
+    """The broker's CPU seconds per second in an idle window [t0, t1], its JIT compiler's
+    left out (printed beside); None when not measured."""
     used = sampler.used("broker", t0, t1) if t1 - t0 >= 1.0 else None
     if used is None:
         return None
-    print(f"broker idle ({what}): {1000 * used / (t1 - t0):.1f} ms of CPU per second over {t1 - t0:.0f} s")
-    return used / (t1 - t0)
+    jit = sampler.used("broker JIT compiler", t0, t1) or 0.0
+    print(f"broker idle ({what}): {1000 * (used - jit) / (t1 - t0):.1f} ms of CPU per second without its JIT "
+          f"compiler ({1000 * jit / (t1 - t0):.1f} ms/s) over {t1 - t0:.0f} s")
+    return (used - jit) / (t1 - t0)
 
 
 if __name__ == "__main__":
