@@ -8,9 +8,9 @@ end's max over frequency before its ReLU and batch norm), an artifact trained be
 the older, slower layers. This rebuilds the frozen network from the `musicnn` wheel's
 weights, puts the artifact's trained head after it, and checks on generated 30-s chunks
 and the first chunk of each --audio file (through the real extractor and the artifact's
-preprocessing) that both networks give
-**the same probabilities bit for bit**; only then is it saved (in place unless --out).
-The metadata, its version included, stay as they were: the verdicts are the same.
+preprocessing) that both networks give **the same probabilities bit for bit**; only then
+is it saved (in place unless --out). The metadata, its version included, stay as they
+were: the verdicts are the same. Exit status 0 saved, 1 not the same, 2 nothing to rebuild.
 """
 
 from __future__ import annotations
