@@ -87,7 +87,7 @@ def test_front_end_pooled_first_gives_the_tf1_order_bit_for_bit(networks, k: int
     mel = logmel.log_mel_16k(_signal())
     batch = np.concatenate([np.stack([mel[:187], mel[187:374]]), rng.normal(2.0, 1.5, (3, 187, 96))]).astype(np.float32)
     source = net.get_layer("msd_musicnn_pad_front" if k < 2 else "msd_musicnn_input_bn").output
-    conv_in = keras.Model(net.inputs, source)(batch)
+    conv_in = keras.Model(net.inputs, source)([batch])
     kernel, bias = ckpt["conv2d" + (f"_{k}" if k else "") + "/kernel"], ckpt["conv2d" + (f"_{k}" if k else "") + "/bias"]
     conv = layers.Conv2D(kernel.shape[-1], kernel.shape[:2], padding="valid" if k < 2 else "same", activation="relu")
     conv.build(conv_in.shape)
@@ -98,7 +98,7 @@ def test_front_end_pooled_first_gives_the_tf1_order_bit_for_bit(networks, k: int
     norm.set_weights(musicnn._bn_weights(ckpt, k + 1))
     b = norm(z, training=False)
     tf1_order = np.asarray(b).max(axis=2)  # (batch, 187, filters)
-    pooled_first = np.asarray(keras.Model(net.inputs, net.get_layer(f"msd_musicnn_front{k}_bn").output)(batch))
+    pooled_first = np.asarray(keras.Model(net.inputs, net.get_layer(f"msd_musicnn_front{k}_bn").output)([batch]))
     assert pooled_first.shape == tf1_order.shape
     np.testing.assert_array_equal(pooled_first, tf1_order)
 
