@@ -37,7 +37,7 @@ def main() -> int:
     import_tensorflow_quietly()
     from shared.audio import decode_file
     from shared.features import extract_chunk, get_extractor
-    from shared.model import EMBEDDING_INPUT, PRETRAINED_NETWORKS, ModelArtifact, assemble_pretrained
+    from shared.model import EMBEDDING_INPUT, PRETRAINED_NETWORKS, ModelArtifact, assemble_pretrained, input_names
     from shared.musicnn import build_chunk_embedder
     from tests.fixtures.audio import SYNTH_GENRES, make_song
 
@@ -47,7 +47,7 @@ def main() -> int:
         return 2
     networks = tuple(old.metadata.get("pretrained", {}).get("networks", PRETRAINED_NETWORKS))
     head = old.model.get_layer("head")
-    if EMBEDDING_INPUT not in [str(t.name).split(":")[0] for t in head.inputs]:
+    if EMBEDDING_INPUT not in input_names(head):
         print(f"{cli.model}: its head does not read {EMBEDDING_INPUT!r}", file=sys.stderr)
         return 2
     new = ModelArtifact(assemble_pretrained(head, build_chunk_embedder(networks)), old.metadata)

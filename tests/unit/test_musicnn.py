@@ -88,7 +88,7 @@ def test_front_end_pooled_first_gives_the_tf1_order_bit_for_bit(networks, k: int
     batch = np.concatenate([np.stack([mel[:187], mel[187:374]]), rng.normal(2.0, 1.5, (3, 187, 96))]).astype(np.float32)
     source = net.get_layer("msd_musicnn_pad_front" if k < 2 else "msd_musicnn_input_bn").output
     conv_in = keras.Model(net.inputs, source)([batch])
-    kernel, bias = ckpt["conv2d" + (f"_{k}" if k else "") + "/kernel"], ckpt["conv2d" + (f"_{k}" if k else "") + "/bias"]
+    kernel, bias = musicnn._conv_weights(ckpt, k)
     conv = layers.Conv2D(kernel.shape[-1], kernel.shape[:2], padding="valid" if k < 2 else "same", activation="relu")
     conv.build(conv_in.shape)
     conv.set_weights([kernel, bias])
